@@ -1,0 +1,57 @@
+//! Device registry bodies under `/api/v1/devices` and `/api/v1/device`.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// `POST /api/v1/devices`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeviceRequest {
+    /// 1–64 characters, no control characters.
+    pub name: String,
+    /// Free-form kind such as `esp32`, 1–32 characters.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// A JSON object of at most 4 KiB when serialized.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// The registered device and its API key. The key is shown only in this response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreatedDevice {
+    pub device_id: String,
+    /// `unh_dk_…`: store it on the device now; the server keeps only a keyed hash of it.
+    pub api_key: String,
+}
+
+/// A registered device as its owner sees it (never its key).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Device {
+    pub device_id: String,
+    pub owner_id: String,
+    pub name: String,
+    pub kind: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub metadata: serde_json::Value,
+    /// The key's public part (`unh_dk_<key_id>_…`), to tell keys apart in logs and lists.
+    pub key_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: OffsetDateTime,
+    /// When the device was revoked; a revoked device can no longer authenticate.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// `GET /api/v1/devices`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeviceList {
+    pub devices: Vec<Device>,
+}

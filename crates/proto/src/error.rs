@@ -1,0 +1,136 @@
+//! The one error shape every client sees: `{"error":{"code":"…","message":"…"}}`.
+//!
+//! Codes are stable identifiers that clients may branch on; messages are for people and may
+//! change. The same codes are used on REST and (later) on the WebSocket.
+
+use serde::{Deserialize, Serialize};
+
+/// A stable, machine-readable error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is malformed in a way no more specific code describes.
+    BadRequest,
+    /// The body is not valid JSON, or not the JSON this route expects.
+    InvalidJson,
+    /// The body is not `application/json`.
+    UnsupportedMediaType,
+    /// The body is larger than the server accepts.
+    PayloadTooLarge,
+    /// The username does not meet the rules (see `docs/api.md`).
+    InvalidUsername,
+    /// The password does not meet the rules (see `docs/api.md`).
+    WeakPassword,
+    /// The username is already registered.
+    UsernameTaken,
+    /// A field other than username or password is invalid.
+    InvalidField,
+    /// Wrong username or password (the two are indistinguishable on purpose).
+    InvalidCredentials,
+    /// Missing, malformed, expired or revoked credentials.
+    Unauthorized,
+    /// The refresh token is unknown, expired, revoked or was already used.
+    InvalidRefreshToken,
+    /// Authenticated, but not allowed to do this.
+    Forbidden,
+    /// No such resource (or not one the caller may see).
+    NotFound,
+    /// The route exists but not with this method.
+    MethodNotAllowed,
+    /// Too many requests; see `Retry-After`.
+    RateLimited,
+    /// The server is busy; retry later (see `Retry-After`).
+    Overloaded,
+    /// A dependency (the store) is not available.
+    Unavailable,
+    /// Something failed on the server; the cause is in the server's log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::InvalidJson => "invalid_json",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::InvalidUsername => "invalid_username",
+            Self::WeakPassword => "weak_password",
+            Self::UsernameTaken => "username_taken",
+            Self::InvalidField => "invalid_field",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::Unauthorized => "unauthorized",
+            Self::InvalidRefreshToken => "invalid_refresh_token",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::RateLimited => "rate_limited",
+            Self::Overloaded => "overloaded",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable code and a human-readable message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialize_as_their_wire_names() {
+        for code in [
+            ErrorCode::BadRequest,
+            ErrorCode::InvalidJson,
+            ErrorCode::RateLimited,
+            ErrorCode::InvalidRefreshToken,
+            ErrorCode::Internal,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    #[test]
+    fn error_body_has_the_documented_shape() {
+        let body = ErrorBody::new(ErrorCode::NotFound, "no such device");
+        let value = serde_json::to_value(&body).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"error": {"code": "not_found", "message": "no such device"}})
+        );
+    }
+}

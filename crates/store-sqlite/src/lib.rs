@@ -1,0 +1,432 @@
+//! The embedded SQLite backend: the default store, so `unhidra serve` needs no other service.
+//!
+//! One database file in WAL mode. Writes go through a pool of exactly one connection (SQLite
+//! has one writer anyway; queueing in the pool is cheaper than `SQLITE_BUSY` retries), reads
+//! through a small pool of read-only connections that WAL lets run beside the writer.
+//! `synchronous=FULL`: a write the server acknowledges survives a crash or power loss.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use time::OffsetDateTime;
+use unhidra_store::{
+    AuditEvent, Device, DeviceCredential, NewAuditEvent, NewDevice, NewSession, NewUser,
+    NextRefreshToken, Result, RotateOutcome, SessionRef, Store, StoreError, User,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let base = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(StoreError::backend)?
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(base.clone().create_if_missing(true))
+            .await
+            .map_err(StoreError::backend)?;
+        MIGRATOR.run(&writer).await.map_err(StoreError::backend)?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(base.read_only(true))
+            .await
+            .map_err(StoreError::backend)?;
+        tracing::debug!(path = %path.display(), "sqlite store open");
+        Ok(Self { writer, reader })
+    }
+
+    /// Closes both pools, waiting for in-flight queries.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+fn ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn from_ms(ms: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {ms}: {e}")))
+}
+
+fn from_ms_opt(ms: Option<i64>) -> Result<Option<OffsetDateTime>> {
+    ms.map(from_ms).transpose()
+}
+
+/// Maps a unique-constraint violation to [`StoreError::Conflict`], anything else to `Backend`.
+fn write_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |err| match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+        _ => StoreError::backend(err),
+    }
+}
+
+fn db(err: sqlx::Error) -> StoreError {
+    StoreError::backend(err)
+}
+
+type UserRow = (String, String, String, bool, i64);
+
+fn user_from_row((id, username, password_hash, is_admin, created_at): UserRow) -> Result<User> {
+    Ok(User {
+        id,
+        username,
+        password_hash,
+        is_admin,
+        created_at: from_ms(created_at)?,
+    })
+}
+
+type DeviceRow = (String, String, String, Option<String>, String, String, i64, Option<i64>);
+
+const DEVICE_COLUMNS: &str =
+    "id, owner_id, name, kind, metadata, key_id, created_at, revoked_at";
+
+fn device_from_row(row: DeviceRow) -> Result<Device> {
+    let (id, owner_id, name, kind, metadata, key_id, created_at, revoked_at) = row;
+    Ok(Device {
+        metadata: serde_json::from_str(&metadata)
+            .map_err(|e| StoreError::Corrupt(format!("device {id} metadata: {e}")))?,
+        id,
+        owner_id,
+        name,
+        kind,
+        key_id,
+        created_at: from_ms(created_at)?,
+        revoked_at: from_ms_opt(revoked_at)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<User> {
+        sqlx::query(
+            "INSERT INTO users (id, username, password_hash, is_admin, created_at)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&user.id)
+        .bind(&user.username)
+        .bind(&user.password_hash)
+        .bind(user.is_admin)
+        .bind(ms(user.created_at))
+        .execute(&self.writer)
+        .await
+        .map_err(write_err("username"))?;
+        Ok(User {
+            id: user.id,
+            username: user.username,
+            password_hash: user.password_hash,
+            is_admin: user.is_admin,
+            created_at: from_ms(ms(user.created_at))?,
+        })
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
+        let row: Option<UserRow> = sqlx::query_as(
+            "SELECT id, username, password_hash, is_admin, created_at FROM users WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        row.map(user_from_row).transpose()
+    }
+
+    async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
+        let row: Option<UserRow> = sqlx::query_as(
+            "SELECT id, username, password_hash, is_admin, created_at FROM users WHERE username = ?",
+        )
+        .bind(username)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        row.map(user_from_row).transpose()
+    }
+
+    async fn count_users(&self) -> Result<u64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn create_session(&self, session: NewSession) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&session.id)
+        .bind(&session.user_id)
+        .bind(ms(session.created_at))
+        .bind(ms(session.expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(write_err("session"))?;
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id) VALUES (?, ?)")
+            .bind(&session.token_hash)
+            .bind(&session.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(write_err("refresh_token"))?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        presented_hash: &[u8],
+        next: NextRefreshToken,
+        now: OffsetDateTime,
+    ) -> Result<RotateOutcome> {
+        let now = ms(now);
+        // The single writer connection serializes this transaction against every other write,
+        // so the check-then-update below cannot race another rotation of the same token.
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let row: Option<(String, String, Option<i64>, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT s.id, s.user_id, t.used_at, s.expires_at, s.revoked_at
+             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+             WHERE t.token_hash = ?",
+        )
+        .bind(presented_hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some((session_id, user_id, used_at, expires_at, revoked_at)) = row else {
+            return Ok(RotateOutcome::Unknown);
+        };
+        let session = SessionRef {
+            session_id,
+            user_id,
+        };
+        if revoked_at.is_some() || expires_at <= now {
+            return Ok(RotateOutcome::Dead(session));
+        }
+        if used_at.is_some() {
+            sqlx::query("UPDATE sessions SET revoked_at = ? WHERE id = ?")
+                .bind(now)
+                .bind(&session.session_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            return Ok(RotateOutcome::Reused(session));
+        }
+        sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ?")
+            .bind(now)
+            .bind(presented_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id) VALUES (?, ?)")
+            .bind(&next.token_hash)
+            .bind(&session.session_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(write_err("refresh_token"))?;
+        tx.commit().await.map_err(db)?;
+        Ok(RotateOutcome::Rotated(session))
+    }
+
+    async fn revoke_session_by_token(
+        &self,
+        presented_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Option<SessionRef>> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "UPDATE sessions SET revoked_at = ?
+             WHERE revoked_at IS NULL
+               AND id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?)
+             RETURNING id, user_id",
+        )
+        .bind(ms(now))
+        .bind(presented_hash)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(row.map(|(session_id, user_id)| SessionRef {
+            session_id,
+            user_id,
+        }))
+    }
+
+    async fn revoke_user_sessions(&self, user_id: &str, now: OffsetDateTime) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+        )
+        .bind(ms(now))
+        .bind(user_id)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn session_is_live(&self, session_id: &str, now: OffsetDateTime) -> Result<bool> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT 1 FROM sessions WHERE id = ? AND revoked_at IS NULL AND expires_at > ?",
+        )
+        .bind(session_id)
+        .bind(ms(now))
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(row.is_some())
+    }
+
+    async fn create_device(&self, device: NewDevice) -> Result<Device> {
+        let metadata = serde_json::to_string(&device.metadata)
+            .map_err(|e| StoreError::Corrupt(format!("device metadata: {e}")))?;
+        sqlx::query(
+            "INSERT INTO devices
+                 (id, owner_id, name, kind, metadata, key_id, key_hash, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&device.id)
+        .bind(&device.owner_id)
+        .bind(&device.name)
+        .bind(&device.kind)
+        .bind(&metadata)
+        .bind(&device.key_id)
+        .bind(&device.key_hash)
+        .bind(ms(device.created_at))
+        .execute(&self.writer)
+        .await
+        .map_err(write_err("device"))?;
+        Ok(Device {
+            id: device.id,
+            owner_id: device.owner_id,
+            name: device.name,
+            kind: device.kind,
+            metadata: device.metadata,
+            key_id: device.key_id,
+            created_at: from_ms(ms(device.created_at))?,
+            revoked_at: None,
+        })
+    }
+
+    async fn devices_of(&self, owner_id: &str) -> Result<Vec<Device>> {
+        let rows: Vec<DeviceRow> = sqlx::query_as(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE owner_id = ? ORDER BY created_at, id"
+        ))
+        .bind(owner_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.into_iter().map(device_from_row).collect()
+    }
+
+    async fn device_by_id(&self, id: &str) -> Result<Option<Device>> {
+        let row: Option<DeviceRow> =
+            sqlx::query_as(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"))
+                .bind(id)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?;
+        row.map(device_from_row).transpose()
+    }
+
+    async fn revoke_device(&self, owner_id: &str, id: &str, now: OffsetDateTime) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND owner_id = ?",
+        )
+        .bind(ms(now))
+        .bind(id)
+        .bind(owner_id)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn device_credential(&self, key_id: &str) -> Result<Option<DeviceCredential>> {
+        let row: Option<(String, String, Vec<u8>, Option<i64>)> = sqlx::query_as(
+            "SELECT id, owner_id, key_hash, revoked_at FROM devices WHERE key_id = ?",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(row.map(|(device_id, owner_id, key_hash, revoked_at)| DeviceCredential {
+            device_id,
+            owner_id,
+            key_hash,
+            revoked: revoked_at.is_some(),
+        }))
+    }
+
+    async fn append_audit(&self, event: NewAuditEvent) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_events (at, kind, actor, subject, ip, detail)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(ms(event.at))
+        .bind(&event.kind)
+        .bind(&event.actor)
+        .bind(&event.subject)
+        .bind(&event.ip)
+        .bind(event.detail.to_string())
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn audit_events(&self, limit: u32, before_id: Option<i64>) -> Result<Vec<AuditEvent>> {
+        let rows: Vec<(i64, i64, String, Option<String>, Option<String>, Option<String>, String)> =
+            sqlx::query_as(
+                "SELECT id, at, kind, actor, subject, ip, detail FROM audit_events
+                 WHERE id < ? ORDER BY id DESC LIMIT ?",
+            )
+            .bind(before_id.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|(id, at, kind, actor, subject, ip, detail)| {
+                Ok(AuditEvent {
+                    id,
+                    at: from_ms(at)?,
+                    detail: serde_json::from_str(&detail)
+                        .map_err(|e| StoreError::Corrupt(format!("audit {id} detail: {e}")))?,
+                    kind,
+                    actor,
+                    subject,
+                    ip,
+                })
+            })
+            .collect()
+    }
+}

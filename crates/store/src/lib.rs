@@ -1,0 +1,75 @@
+//! Unhidra's storage, in domain terms.
+//!
+//! [`Store`] is the one storage trait. The embedded SQLite backend (`unhidra-store-sqlite`)
+//! is the default; a PostgreSQL backend implements the same trait for scale-out. Each backend
+//! runs the shared [`testsuite`] (feature `testsuite`) so they behave alike.
+
+mod error;
+mod models;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+
+pub use error::StoreError;
+pub use models::*;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything the server persists.
+///
+/// Implementations must make each method atomic: a method either takes full effect or none.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the store answers (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+
+    // ---- users ----
+    /// Creates a user; [`StoreError::Conflict`] when the username is taken.
+    async fn create_user(&self, user: NewUser) -> Result<User>;
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>>;
+    async fn user_by_username(&self, username: &str) -> Result<Option<User>>;
+    async fn count_users(&self) -> Result<u64>;
+
+    // ---- sessions (refresh-token families) ----
+    /// Starts a session: a new refresh-token family and its first token.
+    async fn create_session(&self, session: NewSession) -> Result<()>;
+    /// Exchanges a refresh token (looked up by its hash) for `next`, in the same family.
+    ///
+    /// Exactly one concurrent caller can rotate a given token. Presenting a token that was
+    /// already rotated revokes its whole family (the token was stolen or replayed).
+    async fn rotate_refresh_token(
+        &self,
+        presented_hash: &[u8],
+        next: NextRefreshToken,
+        now: OffsetDateTime,
+    ) -> Result<RotateOutcome>;
+    /// Revokes the family of the presented refresh token; returns it if it was live.
+    async fn revoke_session_by_token(
+        &self,
+        presented_hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Option<SessionRef>>;
+    /// Revokes every live session of a user; returns how many were revoked.
+    async fn revoke_user_sessions(&self, user_id: &str, now: OffsetDateTime) -> Result<u64>;
+    /// Whether the session exists, is not revoked and has not expired.
+    async fn session_is_live(&self, session_id: &str, now: OffsetDateTime) -> Result<bool>;
+
+    // ---- devices ----
+    async fn create_device(&self, device: NewDevice) -> Result<Device>;
+    /// The owner's devices, oldest first, including revoked ones.
+    async fn devices_of(&self, owner_id: &str) -> Result<Vec<Device>>;
+    async fn device_by_id(&self, id: &str) -> Result<Option<Device>>;
+    /// Revokes the owner's device; `false` when the owner has no such device.
+    /// Revoking an already revoked device succeeds and keeps the first revocation time.
+    async fn revoke_device(&self, owner_id: &str, id: &str, now: OffsetDateTime) -> Result<bool>;
+    /// The credential for the key with this public id, for authenticating a device.
+    async fn device_credential(&self, key_id: &str) -> Result<Option<DeviceCredential>>;
+
+    // ---- audit ----
+    /// Appends to the audit log; entries are never updated or deleted.
+    async fn append_audit(&self, event: NewAuditEvent) -> Result<()>;
+    /// The newest entries first, at most `limit`, older than `before_id` when given.
+    async fn audit_events(&self, limit: u32, before_id: Option<i64>) -> Result<Vec<AuditEvent>>;
+}

@@ -1,0 +1,146 @@
+//! The domain models that cross the [`Store`](crate::Store) boundary.
+
+use time::OffsetDateTime;
+
+/// A person's account.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    /// The Argon2id PHC string; never leaves the server.
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("password_hash", &"[redacted]")
+            .field("is_admin", &self.is_admin)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub created_at: OffsetDateTime,
+}
+
+/// A login session: a family of refresh tokens, each replacing the one before.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub user_id: String,
+    pub created_at: OffsetDateTime,
+    /// The family's absolute end; rotation never extends past it.
+    pub expires_at: OffsetDateTime,
+    /// SHA-256 of the first refresh token.
+    pub token_hash: Vec<u8>,
+}
+
+/// The token that replaces a rotated one.
+#[derive(Debug, Clone)]
+pub struct NextRefreshToken {
+    pub token_hash: Vec<u8>,
+}
+
+/// A session, named by its id and its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRef {
+    pub session_id: String,
+    pub user_id: String,
+}
+
+/// What presenting a refresh token led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The token was live; `next` is now the family's only live token.
+    Rotated(SessionRef),
+    /// The token had already been used: the whole family is now revoked.
+    Reused(SessionRef),
+    /// The family was revoked or expired earlier.
+    Dead(SessionRef),
+    /// No such token.
+    Unknown,
+}
+
+/// A registered device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    pub id: String,
+    pub owner_id: String,
+    pub name: String,
+    pub kind: Option<String>,
+    pub metadata: serde_json::Value,
+    pub key_id: String,
+    pub created_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    pub id: String,
+    pub owner_id: String,
+    pub name: String,
+    pub kind: Option<String>,
+    pub metadata: serde_json::Value,
+    /// The API key's public id, unique.
+    pub key_id: String,
+    /// The keyed hash of the key's secret part.
+    pub key_hash: Vec<u8>,
+    pub created_at: OffsetDateTime,
+}
+
+/// What authenticating a device needs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DeviceCredential {
+    pub device_id: String,
+    pub owner_id: String,
+    pub key_hash: Vec<u8>,
+    pub revoked: bool,
+}
+
+impl std::fmt::Debug for DeviceCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceCredential")
+            .field("device_id", &self.device_id)
+            .field("owner_id", &self.owner_id)
+            .field("key_hash", &"[redacted]")
+            .field("revoked", &self.revoked)
+            .finish()
+    }
+}
+
+/// A security-relevant event, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    /// Increasing with insertion order.
+    pub id: i64,
+    pub at: OffsetDateTime,
+    pub kind: String,
+    pub actor: Option<String>,
+    pub subject: Option<String>,
+    pub ip: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    pub at: OffsetDateTime,
+    /// A stable dotted name such as `auth.login.ok`.
+    pub kind: String,
+    /// Who did it (a user id, or `cli` for the command line).
+    pub actor: Option<String>,
+    /// What it was done to (a user or device id, or a username for failed logins).
+    pub subject: Option<String>,
+    pub ip: Option<String>,
+    pub detail: serde_json::Value,
+}

@@ -1,0 +1,329 @@
+//! The behaviour every [`Store`] backend must show.
+//!
+//! A backend's tests call [`store_testsuite!`](crate::store_testsuite) with an async
+//! expression that yields a fresh, empty store; each case below becomes one `#[tokio::test]`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use crate::*;
+use time::{Duration, OffsetDateTime};
+
+/// Generates one test per case in [`testsuite`](crate::testsuite) for a backend.
+///
+/// `$make` is an async expression evaluating to a value that derefs to a `dyn Store`
+/// (e.g. `Arc<dyn Store>` or a backend guard) and owns a fresh, empty store.
+#[macro_export]
+macro_rules! store_testsuite {
+    ($make:expr) => {
+        $crate::store_testsuite!(@cases $make;
+            users_are_created_and_found,
+            usernames_are_unique,
+            refresh_tokens_rotate_within_a_family,
+            reusing_a_rotated_token_revokes_the_family,
+            concurrent_rotation_lets_only_one_win,
+            expired_sessions_are_dead,
+            sessions_are_revoked_by_token_and_by_user,
+            devices_are_registered_listed_and_revoked,
+            device_key_ids_are_unique,
+            audit_log_is_append_only_and_paged,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let store = $make;
+                $crate::testsuite::$case(&*store).await;
+            }
+        )*
+    };
+}
+
+fn id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// A fixed instant, truncated to milliseconds (the finest precision every backend keeps).
+fn t0() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+}
+
+async fn user(store: &dyn Store, name: &str) -> User {
+    store
+        .create_user(NewUser {
+            id: id(),
+            username: name.to_string(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_string(),
+            is_admin: false,
+            created_at: t0(),
+        })
+        .await
+        .unwrap()
+}
+
+async fn session(store: &dyn Store, user: &User, token: &[u8]) -> String {
+    let sid = id();
+    store
+        .create_session(NewSession {
+            id: sid.clone(),
+            user_id: user.id.clone(),
+            created_at: t0(),
+            expires_at: t0() + Duration::days(30),
+            token_hash: token.to_vec(),
+        })
+        .await
+        .unwrap();
+    sid
+}
+
+fn next(hash: &[u8]) -> NextRefreshToken {
+    NextRefreshToken {
+        token_hash: hash.to_vec(),
+    }
+}
+
+pub async fn users_are_created_and_found(store: &dyn Store) {
+    assert_eq!(store.count_users().await.unwrap(), 0);
+    let alice = user(store, "alice").await;
+    assert_eq!(store.user_by_id(&alice.id).await.unwrap(), Some(alice.clone()));
+    assert_eq!(
+        store.user_by_username("alice").await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(store.user_by_username("bob").await.unwrap(), None);
+    assert_eq!(store.user_by_id("nope").await.unwrap(), None);
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    assert_eq!(alice.created_at, t0());
+}
+
+pub async fn usernames_are_unique(store: &dyn Store) {
+    user(store, "alice").await;
+    let err = store
+        .create_user(NewUser {
+            id: id(),
+            username: "alice".into(),
+            password_hash: "x".into(),
+            is_admin: true,
+            created_at: t0(),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict("username")), "{err:?}");
+    assert_eq!(store.count_users().await.unwrap(), 1);
+}
+
+pub async fn refresh_tokens_rotate_within_a_family(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let sid = session(store, &alice, b"t1").await;
+    let expected = SessionRef {
+        session_id: sid.clone(),
+        user_id: alice.id.clone(),
+    };
+    assert!(store.session_is_live(&sid, t0()).await.unwrap());
+    let out = store
+        .rotate_refresh_token(b"t1", next(b"t2"), t0())
+        .await
+        .unwrap();
+    assert_eq!(out, RotateOutcome::Rotated(expected.clone()));
+    let out = store
+        .rotate_refresh_token(b"t2", next(b"t3"), t0())
+        .await
+        .unwrap();
+    assert_eq!(out, RotateOutcome::Rotated(expected));
+    assert_eq!(
+        store
+            .rotate_refresh_token(b"zz", next(b"t4"), t0())
+            .await
+            .unwrap(),
+        RotateOutcome::Unknown
+    );
+    assert!(store.session_is_live(&sid, t0()).await.unwrap());
+}
+
+pub async fn reusing_a_rotated_token_revokes_the_family(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let sid = session(store, &alice, b"t1").await;
+    let r = SessionRef {
+        session_id: sid.clone(),
+        user_id: alice.id.clone(),
+    };
+    store
+        .rotate_refresh_token(b"t1", next(b"t2"), t0())
+        .await
+        .unwrap();
+    // The thief replays t1: the family dies, and the legitimate holder's t2 dies with it.
+    assert_eq!(
+        store
+            .rotate_refresh_token(b"t1", next(b"x1"), t0())
+            .await
+            .unwrap(),
+        RotateOutcome::Reused(r.clone())
+    );
+    assert!(!store.session_is_live(&sid, t0()).await.unwrap());
+    assert_eq!(
+        store
+            .rotate_refresh_token(b"t2", next(b"x2"), t0())
+            .await
+            .unwrap(),
+        RotateOutcome::Dead(r)
+    );
+    // The replacement offered during the failed attempts was never stored.
+    assert_eq!(
+        store
+            .rotate_refresh_token(b"x1", next(b"x3"), t0())
+            .await
+            .unwrap(),
+        RotateOutcome::Unknown
+    );
+}
+
+pub async fn concurrent_rotation_lets_only_one_win(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    session(store, &alice, b"t1").await;
+    let attempts = (0..8u8).map(|i| async move {
+        store
+            .rotate_refresh_token(b"t1", next(&[b'n', i]), t0())
+            .await
+            .unwrap()
+    });
+    // Polled together, so the calls interleave at every await inside the backend.
+    let outcomes = futures::future::join_all(attempts).await;
+    let rotated = outcomes
+        .iter()
+        .filter(|o| matches!(o, RotateOutcome::Rotated(_)))
+        .count();
+    assert_eq!(rotated, 1, "{outcomes:?}");
+}
+
+pub async fn expired_sessions_are_dead(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let sid = session(store, &alice, b"t1").await;
+    let later = t0() + Duration::days(31);
+    assert!(!store.session_is_live(&sid, later).await.unwrap());
+    assert!(matches!(
+        store
+            .rotate_refresh_token(b"t1", next(b"t2"), later)
+            .await
+            .unwrap(),
+        RotateOutcome::Dead(_)
+    ));
+}
+
+pub async fn sessions_are_revoked_by_token_and_by_user(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let s1 = session(store, &alice, b"a1").await;
+    let s2 = session(store, &alice, b"b1").await;
+    let s3 = session(store, &alice, b"c1").await;
+    let revoked = store.revoke_session_by_token(b"a1", t0()).await.unwrap();
+    assert_eq!(
+        revoked,
+        Some(SessionRef {
+            session_id: s1.clone(),
+            user_id: alice.id.clone()
+        })
+    );
+    assert!(!store.session_is_live(&s1, t0()).await.unwrap());
+    assert!(store.session_is_live(&s2, t0()).await.unwrap());
+    // Revoking again reports nothing live.
+    assert_eq!(store.revoke_session_by_token(b"a1", t0()).await.unwrap(), None);
+    assert_eq!(store.revoke_session_by_token(b"??", t0()).await.unwrap(), None);
+    assert_eq!(store.revoke_user_sessions(&alice.id, t0()).await.unwrap(), 2);
+    assert!(!store.session_is_live(&s2, t0()).await.unwrap());
+    assert!(!store.session_is_live(&s3, t0()).await.unwrap());
+    assert!(!store.session_is_live("unknown", t0()).await.unwrap());
+}
+
+fn new_device(owner: &User, name: &str, key_id: &str) -> NewDevice {
+    NewDevice {
+        id: id(),
+        owner_id: owner.id.clone(),
+        name: name.into(),
+        kind: Some("esp32".into()),
+        metadata: serde_json::json!({"site": "lab"}),
+        key_id: key_id.into(),
+        key_hash: vec![7; 32],
+        created_at: t0(),
+    }
+}
+
+pub async fn devices_are_registered_listed_and_revoked(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let d1 = store
+        .create_device(new_device(&alice, "boiler", "k1"))
+        .await
+        .unwrap();
+    let d2 = store
+        .create_device(new_device(&alice, "door", "k2"))
+        .await
+        .unwrap();
+    store
+        .create_device(new_device(&bob, "bob's", "k3"))
+        .await
+        .unwrap();
+    assert_eq!(d1.metadata, serde_json::json!({"site": "lab"}));
+    let mine = store.devices_of(&alice.id).await.unwrap();
+    assert_eq!(mine, vec![d1.clone(), d2.clone()]);
+    assert_eq!(store.device_by_id(&d1.id).await.unwrap(), Some(d1.clone()));
+
+    let cred = store.device_credential("k1").await.unwrap().unwrap();
+    assert_eq!(cred.device_id, d1.id);
+    assert_eq!(cred.owner_id, alice.id);
+    assert_eq!(cred.key_hash, vec![7; 32]);
+    assert!(!cred.revoked);
+    assert_eq!(store.device_credential("nope").await.unwrap(), None);
+
+    // Bob cannot revoke Alice's device.
+    assert!(!store.revoke_device(&bob.id, &d1.id, t0()).await.unwrap());
+    assert!(!store.device_credential("k1").await.unwrap().unwrap().revoked);
+
+    let at = t0() + Duration::minutes(5);
+    assert!(store.revoke_device(&alice.id, &d1.id, at).await.unwrap());
+    assert!(store.device_credential("k1").await.unwrap().unwrap().revoked);
+    // A second revocation succeeds and keeps the first time.
+    assert!(store
+        .revoke_device(&alice.id, &d1.id, at + Duration::minutes(1))
+        .await
+        .unwrap());
+    let d1_now = store.device_by_id(&d1.id).await.unwrap().unwrap();
+    assert_eq!(d1_now.revoked_at, Some(at));
+    assert!(!store.device_credential("k2").await.unwrap().unwrap().revoked);
+    assert!(!store.revoke_device(&alice.id, "missing", at).await.unwrap());
+}
+
+pub async fn device_key_ids_are_unique(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    store
+        .create_device(new_device(&alice, "a", "same"))
+        .await
+        .unwrap();
+    let err = store
+        .create_device(new_device(&alice, "b", "same"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.devices_of(&alice.id).await.unwrap().len(), 1);
+}
+
+pub async fn audit_log_is_append_only_and_paged(store: &dyn Store) {
+    for i in 0..5 {
+        store
+            .append_audit(NewAuditEvent {
+                at: t0() + Duration::seconds(i),
+                kind: format!("test.event{i}"),
+                actor: Some("cli".into()),
+                subject: None,
+                ip: Some("127.0.0.1".into()),
+                detail: serde_json::json!({ "i": i }),
+            })
+            .await
+            .unwrap();
+    }
+    let page = store.audit_events(3, None).await.unwrap();
+    let kinds: Vec<_> = page.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["test.event4", "test.event3", "test.event2"]);
+    assert_eq!(page[0].detail, serde_json::json!({"i": 4}));
+    assert_eq!(page[0].at, t0() + Duration::seconds(4));
+    let rest = store.audit_events(10, Some(page[2].id)).await.unwrap();
+    let kinds: Vec<_> = rest.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["test.event1", "test.event0"]);
+}
