@@ -4,6 +4,7 @@
 //! only (no async runtime), so that the server, the firmware core, the simulator and test
 //! clients share one definition and cannot drift apart.
 
+pub mod admin;
 pub mod auth;
 pub mod devices;
 pub mod error;

@@ -1,0 +1,185 @@
+//! The server's typed configuration.
+//!
+//! Layering (defaults, then a TOML file, then `UNHIDRA_*` environment variables, then CLI
+//! flags) happens in the binary; this module defines the shape, the defaults and the checks.
+//! Unknown keys in a file are refused, so a typo never silently falls back to a default.
+//! Nothing here is a secret: keys live in files in the data dir, written 0600.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the API (and, later, WebSocket) listener.
+    pub listen: SocketAddr,
+    /// Directory holding the database and key files; created with mode 0700.
+    pub data_dir: PathBuf,
+    /// Address of the Prometheus metrics listener (path `/metrics`).
+    pub metrics_listen: SocketAddr,
+    /// `text` or `json` log lines.
+    pub log_format: LogFormat,
+    /// Proxies whose `X-Forwarded-For` is believed (addresses or CIDR ranges). Empty: none.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    pub auth: AuthConfig,
+    pub rate_limits: RateLimitConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9091)),
+            log_format: LogFormat::Text,
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 64 * 1024,
+            auth: AuthConfig::default(),
+            rate_limits: RateLimitConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `iss` of issued access tokens.
+    pub issuer: String,
+    /// `aud` of issued access tokens.
+    pub audience: String,
+    /// Access-token lifetime in seconds.
+    pub access_token_ttl_secs: u32,
+    /// A login session's (refresh-token family's) absolute lifetime in seconds.
+    pub session_ttl_secs: u32,
+    /// Password hashes computed at once; 0 means one per CPU core.
+    pub hash_concurrency: usize,
+    /// How long a login may wait for a hashing slot before getting 503 `overloaded`.
+    pub hash_queue_timeout_secs: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "unhidra".into(),
+            audience: "unhidra".into(),
+            access_token_ttl_secs: 15 * 60,
+            session_ttl_secs: 30 * 24 * 3600,
+            hash_concurrency: 0,
+            hash_queue_timeout_secs: 10,
+        }
+    }
+}
+
+/// Per-client-IP limits (IPv6 clients are counted per /64).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub login_per_minute: u32,
+    pub register_per_hour: u32,
+    pub device_register_per_hour: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            login_per_minute: 10,
+            register_per_hour: 5,
+            device_register_per_hour: 10,
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Checks the values that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |msg: &str| Err(ConfigError(msg.to_string()));
+        if self.max_body_bytes < 1024 {
+            return fail("max_body_bytes must be at least 1024");
+        }
+        if self.auth.access_token_ttl_secs < 60 {
+            return fail("auth.access_token_ttl_secs must be at least 60");
+        }
+        if self.auth.session_ttl_secs <= self.auth.access_token_ttl_secs {
+            return fail("auth.session_ttl_secs must be longer than the access-token lifetime");
+        }
+        if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
+            return fail("auth.issuer and auth.audience must not be empty");
+        }
+        let limits = &self.rate_limits;
+        if limits.login_per_minute == 0
+            || limits.register_per_hour == 0
+            || limits.device_register_per_hour == 0
+        {
+            return fail("rate limits must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones_and_valid() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.metrics_listen.to_string(), "127.0.0.1:9091");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.max_body_bytes, 65536);
+        assert_eq!(c.rate_limits.login_per_minute, 10);
+        assert_eq!(c.rate_limits.register_per_hour, 5);
+        assert_eq!(c.rate_limits.device_register_per_hour, 10);
+        assert_eq!(c.auth.access_token_ttl_secs, 900);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn a_partial_toml_file_keeps_the_other_defaults() {
+        let c: Config =
+            toml_from("listen = \"0.0.0.0:9000\"\n[rate_limits]\nlogin_per_minute = 3\n");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.rate_limits.login_per_minute, 3);
+        assert_eq!(c.rate_limits.register_per_hour, 5);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<Config>("lisen = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let err = toml::from_str::<Config>("[rate_limits]\nlogin_per_hour = 1").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn nonsense_values_are_refused() {
+        let mut c = Config::default();
+        c.rate_limits.login_per_minute = 0;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.auth.access_token_ttl_secs = 5;
+        assert!(c.validate().is_err());
+    }
+
+    fn toml_from(s: &str) -> Config {
+        toml::from_str(s).unwrap()
+    }
+}

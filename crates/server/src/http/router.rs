@@ -1,0 +1,120 @@
+//! The API router and the OpenAPI document generated from the same route list, so the
+//! document cannot miss a route.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{middleware, Json, Router};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use unhidra_proto::ErrorCode;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::middleware::{protective_headers, track_metrics};
+use super::ApiError;
+use crate::state::SharedState;
+use crate::{auth, devices, ops};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Unhidra API",
+        description = "Accounts, sessions and the device registry. Errors are always \
+            `{\"error\":{\"code\",\"message\"}}` with a stable code (see docs/api.md).",
+        license(name = "AGPL-3.0-only")
+    ),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "auth", description = "Accounts and sessions"),
+        (name = "devices", description = "The device registry"),
+        (name = "admin", description = "Administrators only"),
+        (name = "ops", description = "Health, readiness and signing keys"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("A user's access token from /api/v1/auth/login"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "device_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A device's API key, unh_dk_…"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+fn routes() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(auth::routes::register))
+        .routes(routes!(auth::routes::login))
+        .routes(routes!(auth::routes::refresh))
+        .routes(routes!(auth::routes::logout))
+        .routes(routes!(auth::routes::logout_all))
+        .routes(routes!(auth::routes::me))
+        .routes(routes!(devices::routes::create, devices::routes::list))
+        .routes(routes!(devices::routes::get, devices::routes::revoke))
+        .routes(routes!(devices::routes::whoami))
+        .routes(routes!(ops::audit))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::jwks))
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The complete API: routes, the OpenAPI document, error fallbacks and middleware.
+pub fn api_router(state: SharedState) -> Router {
+    let (router, document) = routes().split_for_parts();
+    let document = Arc::new(document);
+    router
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let document = Arc::clone(&document);
+                async move { Json(document) }
+            }),
+        )
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this route",
+            )
+        })
+        .route_layer(middleware::from_fn(track_metrics))
+        .layer(middleware::from_fn(protective_headers))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

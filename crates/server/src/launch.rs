@@ -1,0 +1,193 @@
+//! Assembling and running the server.
+//!
+//! [`launch`] opens the store, loads (or creates) the keys, builds the shared state, serves
+//! the API and the metrics listener, and runs background tasks, all until the shutdown token
+//! is cancelled. It returns once in-flight requests have drained and every task has finished.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use unhidra_store::StoreError;
+use unhidra_store_sqlite::SqliteStore;
+use unhidra_tokens::jwt::{AccessTokens, KeyError, KeyRing};
+use unhidra_tokens::keyfile::KeyFileError;
+use unhidra_tokens::opaque::DeviceKeyHasher;
+
+use crate::audit::Audit;
+use crate::auth::password::{PasswordError, Passwords};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError};
+use crate::rate_limit::RateLimits;
+use crate::state::AppState;
+
+/// The sockets the server serves on, bound by the caller (tests bind port 0).
+#[derive(Debug)]
+pub struct Listeners {
+    pub api: TcpListener,
+    /// `None` runs without the Prometheus listener.
+    pub metrics: Option<TcpListener>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "data dir {path} is accessible by other users (mode {mode:o}); run `chmod 700 {path}`"
+    )]
+    DataDirTooOpen { path: PathBuf, mode: u32 },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("signing keys: {0}")]
+    Keys(#[from] KeyError),
+    #[error("device key pepper: {0}")]
+    Pepper(#[from] KeyFileError),
+    #[error("password hashing: {0}")]
+    Password(#[from] PasswordError),
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Where things live inside the data dir.
+pub mod paths {
+    use std::path::{Path, PathBuf};
+
+    pub fn database(data_dir: &Path) -> PathBuf {
+        data_dir.join("unhidra.db")
+    }
+    pub fn signing_keys(data_dir: &Path) -> PathBuf {
+        data_dir.join("keys")
+    }
+    pub fn device_key_pepper(data_dir: &Path) -> PathBuf {
+        data_dir.join("device-key.pepper")
+    }
+}
+
+/// Creates the data dir with mode 0700, or checks that an existing one is not open to others.
+pub fn prepare_data_dir(dir: &Path) -> Result<(), LaunchError> {
+    let io = |source| LaunchError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
+    }
+    let mode = std::fs::metadata(dir).map_err(io)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(LaunchError::DataDirTooOpen {
+            path: dir.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Runs the server with the system clock.
+pub async fn launch(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), LaunchError> {
+    launch_with_clock(config, listeners, shutdown, Arc::new(SystemClock)).await
+}
+
+/// Runs the server with the given clock (tests pass a [`ManualClock`](crate::ManualClock)).
+pub async fn launch_with_clock(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    clock: Arc<dyn Clock>,
+) -> Result<(), LaunchError> {
+    config.validate()?;
+    prepare_data_dir(&config.data_dir)?;
+    let sqlite = SqliteStore::open(&paths::database(&config.data_dir)).await?;
+    let store: Arc<dyn unhidra_store::Store> = Arc::new(sqlite.clone());
+    let keys = KeyRing::load_or_create(&paths::signing_keys(&config.data_dir))?;
+    let tokens = AccessTokens::new(
+        keys,
+        config.auth.issuer.clone(),
+        config.auth.audience.clone(),
+        time::Duration::seconds(i64::from(config.auth.access_token_ttl_secs)),
+    );
+    let device_keys = DeviceKeyHasher::load_or_create(&paths::device_key_pepper(&config.data_dir))?;
+    let passwords = Passwords::new(
+        config.auth.hash_concurrency,
+        Duration::from_secs(u64::from(config.auth.hash_queue_timeout_secs)),
+    )?;
+    let prometheus = crate::metrics::install();
+
+    let state = Arc::new(AppState {
+        limits: RateLimits::new(&config.rate_limits),
+        audit: Audit::new(Arc::clone(&store), Arc::clone(&clock)),
+        config,
+        store,
+        tokens,
+        device_keys,
+        passwords,
+        clock,
+    });
+
+    let tasks = TaskTracker::new();
+    tasks.spawn(evict_rate_limits(Arc::clone(&state), shutdown.clone()));
+    if let Some(listener) = listeners.metrics {
+        let addr = listener.local_addr().map_err(LaunchError::Serve)?;
+        tracing::info!(%addr, "metrics listening on /metrics");
+        let app = Router::new().route(
+            "/metrics",
+            get(move || std::future::ready(prometheus.render())),
+        );
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(err) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %err, "metrics listener failed");
+            }
+        });
+    }
+
+    let addr = listeners.api.local_addr().map_err(LaunchError::Serve)?;
+    tracing::info!(%addr, "API listening");
+    let served = axum::serve(
+        listeners.api,
+        crate::http::api_router(Arc::clone(&state))
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .await;
+    // However the API listener ended, everything else stops with it.
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    sqlite.close().await;
+    tracing::info!("stopped");
+    served.map_err(LaunchError::Serve)
+}
+
+async fn evict_rate_limits(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => state.limits.evict(),
+        }
+    }
+}

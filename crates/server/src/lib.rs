@@ -1,0 +1,21 @@
+//! The Unhidra server as a library.
+//!
+//! [`launch`] runs the whole server on listeners the caller bound (tests bind port 0) until
+//! the shutdown token is cancelled, and returns only when every task it started has finished.
+//! The `unhidra` binary is a thin CLI around it.
+
+pub mod audit;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod devices;
+pub mod http;
+mod launch;
+pub mod metrics;
+pub mod ops;
+pub mod rate_limit;
+pub mod state;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::Config;
+pub use launch::{launch, launch_with_clock, paths, prepare_data_dir, LaunchError, Listeners};

@@ -1,0 +1,57 @@
+//! Prometheus metrics: the recorder, its `/metrics` listener, and the names we record.
+//!
+//! The `metrics` facade has one global recorder per process, installed once; several servers
+//! in one test process share it, so tests compare values before and after, never absolutes.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const HTTP_REQUEST_DURATION: &str = "http_request_duration_seconds";
+pub const LOGIN_ATTEMPTS: &str = "auth_login_attempts_total";
+pub const PASSWORD_HASH_DURATION: &str = "auth_password_hash_duration_seconds";
+pub const AUTH_FAILURES: &str = "auth_failures_total";
+pub const RATE_LIMIT_HITS: &str = "http_rate_limit_hits_total";
+pub const DEVICE_AUTH: &str = "device_auth_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once) and returns its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let latency_buckets = [
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(HTTP_REQUEST_DURATION.into()),
+                    &latency_buckets,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(PASSWORD_HASH_DURATION.into()),
+                        &latency_buckets,
+                    )
+                });
+            let recorder = match builder {
+                Ok(builder) => builder.build_recorder(),
+                // Only fails for an empty bucket list, which the constant above is not.
+                Err(err) => {
+                    tracing::error!(error = %err, "metric buckets refused; using defaults");
+                    PrometheusBuilder::new().build_recorder()
+                }
+            };
+            let handle = recorder.handle();
+            if let Err(err) = metrics::set_global_recorder(recorder) {
+                tracing::warn!(error = %err, "a metrics recorder was already installed");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Counts a refused credential by reason (bad token, revoked device, …).
+pub fn auth_failure(reason: &'static str) {
+    metrics::counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}

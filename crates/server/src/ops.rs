@@ -1,0 +1,95 @@
+//! Operational endpoints: liveness, readiness, the public signing keys, the audit log.
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use unhidra_proto::admin::{AuditEntry, AuditPage};
+use unhidra_proto::ErrorBody;
+use utoipa::IntoParams;
+
+use crate::http::extract::AdminUser;
+use crate::http::ApiError;
+use crate::state::SharedState;
+
+/// Alive: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "The process is alive", body = Object)))]
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready: the store answers.
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses(
+        (status = 200, description = "Ready to serve", body = Object),
+        (status = 503, description = "The store is unreachable", body = Object),
+    ))]
+pub async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Err(err) => {
+            tracing::warn!(error = %err, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "unavailable", "store": "unreachable" })),
+            )
+        }
+    }
+}
+
+/// The public keys that verify access tokens (JWKS, RFC 7517).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "ops",
+    responses((status = 200, description = "JSON Web Key Set with every current verification key", body = Object)))]
+pub async fn jwks(State(state): State<SharedState>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(state.tokens.jwks()),
+    )
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// At most this many entries (1–500, default 100).
+    limit: Option<u32>,
+    /// Only entries with a smaller id (for paging back).
+    before: Option<i64>,
+}
+
+/// The audit log, newest first (administrators only).
+#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "admin",
+    security(("bearer" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of audit entries", body = AuditPage),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "Not an administrator", body = ErrorBody),
+    ))]
+pub async fn audit(
+    State(state): State<SharedState>,
+    _admin: AdminUser,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let Query(query) = query
+        .map_err(|e| ApiError::bad_request(unhidra_proto::ErrorCode::BadRequest, e.body_text()))?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 500);
+    let events = state.store.audit_events(limit, query.before).await?;
+    Ok(Json(AuditPage {
+        events: events
+            .into_iter()
+            .map(|e| AuditEntry {
+                id: e.id,
+                at: e.at,
+                kind: e.kind,
+                actor: e.actor,
+                subject: e.subject,
+                ip: e.ip,
+                detail: e.detail,
+            })
+            .collect(),
+    }))
+}

@@ -1,0 +1,26 @@
+//! What every handler shares: configuration, store, keys, limits, clock, audit.
+
+use std::sync::Arc;
+
+use unhidra_store::Store;
+use unhidra_tokens::jwt::AccessTokens;
+use unhidra_tokens::opaque::DeviceKeyHasher;
+
+use crate::audit::Audit;
+use crate::auth::password::Passwords;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::rate_limit::RateLimits;
+
+pub type SharedState = Arc<AppState>;
+
+pub struct AppState {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub tokens: AccessTokens,
+    pub device_keys: DeviceKeyHasher,
+    pub passwords: Passwords,
+    pub limits: RateLimits,
+    pub clock: Arc<dyn Clock>,
+    pub audit: Audit,
+}
