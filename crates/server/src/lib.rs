@@ -4,6 +4,7 @@
 //! the shutdown token is cancelled, and returns only when every task it started has finished.
 //! The `unhidra` binary is a thin CLI around it.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod clock;

@@ -10,7 +10,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use time::OffsetDateTime;
 use unhidra_store::{
     AuditEvent, Device, DeviceCredential, NewAuditEvent, NewDevice, NewSession, NewUser,
@@ -35,6 +37,7 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self> {
+        create_private(path)?;
         let base = SqliteConnectOptions::from_str("sqlite:")
             .map_err(StoreError::backend)?
             .filename(path)
@@ -61,6 +64,22 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+    }
+}
+
+/// Creates the database file with mode 0600 if it does not exist; SQLite gives its `-wal`
+/// and `-shm` files the same mode as the database file.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(StoreError::backend(err)),
     }
 }
 
@@ -101,10 +120,18 @@ fn user_from_row((id, username, password_hash, is_admin, created_at): UserRow) -
     })
 }
 
-type DeviceRow = (String, String, String, Option<String>, String, String, i64, Option<i64>);
+type DeviceRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    i64,
+    Option<i64>,
+);
 
-const DEVICE_COLUMNS: &str =
-    "id, owner_id, name, kind, metadata, key_id, created_at, revoked_at";
+const DEVICE_COLUMNS: &str = "id, owner_id, name, kind, metadata, key_id, created_at, revoked_at";
 
 fn device_from_row(row: DeviceRow) -> Result<Device> {
     let (id, owner_id, name, kind, metadata, key_id, created_at, revoked_at) = row;
@@ -348,12 +375,13 @@ impl Store for SqliteStore {
     }
 
     async fn device_by_id(&self, id: &str) -> Result<Option<Device>> {
-        let row: Option<DeviceRow> =
-            sqlx::query_as(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"))
-                .bind(id)
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(db)?;
+        let row: Option<DeviceRow> = sqlx::query_as(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
         row.map(device_from_row).transpose()
     }
 
@@ -378,12 +406,14 @@ impl Store for SqliteStore {
         .fetch_optional(&self.reader)
         .await
         .map_err(db)?;
-        Ok(row.map(|(device_id, owner_id, key_hash, revoked_at)| DeviceCredential {
-            device_id,
-            owner_id,
-            key_hash,
-            revoked: revoked_at.is_some(),
-        }))
+        Ok(row.map(
+            |(device_id, owner_id, key_hash, revoked_at)| DeviceCredential {
+                device_id,
+                owner_id,
+                key_hash,
+                revoked: revoked_at.is_some(),
+            },
+        ))
     }
 
     async fn append_audit(&self, event: NewAuditEvent) -> Result<()> {
@@ -404,16 +434,23 @@ impl Store for SqliteStore {
     }
 
     async fn audit_events(&self, limit: u32, before_id: Option<i64>) -> Result<Vec<AuditEvent>> {
-        let rows: Vec<(i64, i64, String, Option<String>, Option<String>, Option<String>, String)> =
-            sqlx::query_as(
-                "SELECT id, at, kind, actor, subject, ip, detail FROM audit_events
+        let rows: Vec<(
+            i64,
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            String,
+        )> = sqlx::query_as(
+            "SELECT id, at, kind, actor, subject, ip, detail FROM audit_events
                  WHERE id < ? ORDER BY id DESC LIMIT ?",
-            )
-            .bind(before_id.unwrap_or(i64::MAX))
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db)?;
+        )
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
         rows.into_iter()
             .map(|(id, at, kind, actor, subject, ip, detail)| {
                 Ok(AuditEvent {

@@ -20,7 +20,9 @@ impl Deref for Fresh {
 
 async fn fresh() -> Fresh {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("test.db")).await.unwrap();
+    let store = SqliteStore::open(&dir.path().join("test.db"))
+        .await
+        .unwrap();
     Fresh { store, _dir: dir }
 }
 
@@ -75,4 +77,20 @@ async fn data_survives_reopening() {
     let alice = reopened.user_by_username("alice").await.unwrap().unwrap();
     assert_eq!(alice.id, "u1");
     assert!(alice.is_admin);
+}
+
+#[tokio::test]
+async fn database_files_are_private_to_the_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("test.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store.ping().await.unwrap();
+    for name in ["test.db", "test.db-wal", "test.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
 }

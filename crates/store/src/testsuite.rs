@@ -2,7 +2,12 @@
 //!
 //! A backend's tests call [`store_testsuite!`](crate::store_testsuite) with an async
 //! expression that yields a fresh, empty store; each case below becomes one `#[tokio::test]`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use crate::*;
 use time::{Duration, OffsetDateTime};
@@ -84,7 +89,10 @@ fn next(hash: &[u8]) -> NextRefreshToken {
 pub async fn users_are_created_and_found(store: &dyn Store) {
     assert_eq!(store.count_users().await.unwrap(), 0);
     let alice = user(store, "alice").await;
-    assert_eq!(store.user_by_id(&alice.id).await.unwrap(), Some(alice.clone()));
+    assert_eq!(
+        store.user_by_id(&alice.id).await.unwrap(),
+        Some(alice.clone())
+    );
     assert_eq!(
         store.user_by_username("alice").await.unwrap(),
         Some(alice.clone())
@@ -224,9 +232,18 @@ pub async fn sessions_are_revoked_by_token_and_by_user(store: &dyn Store) {
     assert!(!store.session_is_live(&s1, t0()).await.unwrap());
     assert!(store.session_is_live(&s2, t0()).await.unwrap());
     // Revoking again reports nothing live.
-    assert_eq!(store.revoke_session_by_token(b"a1", t0()).await.unwrap(), None);
-    assert_eq!(store.revoke_session_by_token(b"??", t0()).await.unwrap(), None);
-    assert_eq!(store.revoke_user_sessions(&alice.id, t0()).await.unwrap(), 2);
+    assert_eq!(
+        store.revoke_session_by_token(b"a1", t0()).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.revoke_session_by_token(b"??", t0()).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.revoke_user_sessions(&alice.id, t0()).await.unwrap(),
+        2
+    );
     assert!(!store.session_is_live(&s2, t0()).await.unwrap());
     assert!(!store.session_is_live(&s3, t0()).await.unwrap());
     assert!(!store.session_is_live("unknown", t0()).await.unwrap());
@@ -274,11 +291,25 @@ pub async fn devices_are_registered_listed_and_revoked(store: &dyn Store) {
 
     // Bob cannot revoke Alice's device.
     assert!(!store.revoke_device(&bob.id, &d1.id, t0()).await.unwrap());
-    assert!(!store.device_credential("k1").await.unwrap().unwrap().revoked);
+    assert!(
+        !store
+            .device_credential("k1")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
 
     let at = t0() + Duration::minutes(5);
     assert!(store.revoke_device(&alice.id, &d1.id, at).await.unwrap());
-    assert!(store.device_credential("k1").await.unwrap().unwrap().revoked);
+    assert!(
+        store
+            .device_credential("k1")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
     // A second revocation succeeds and keeps the first time.
     assert!(store
         .revoke_device(&alice.id, &d1.id, at + Duration::minutes(1))
@@ -286,7 +317,14 @@ pub async fn devices_are_registered_listed_and_revoked(store: &dyn Store) {
         .unwrap());
     let d1_now = store.device_by_id(&d1.id).await.unwrap().unwrap();
     assert_eq!(d1_now.revoked_at, Some(at));
-    assert!(!store.device_credential("k2").await.unwrap().unwrap().revoked);
+    assert!(
+        !store
+            .device_credential("k2")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
     assert!(!store.revoke_device(&alice.id, "missing", at).await.unwrap());
 }
 

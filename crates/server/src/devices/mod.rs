@@ -15,7 +15,7 @@ use unhidra_tokens::opaque::parse_device_key;
 use crate::http::extract::AuthDevice;
 use crate::state::AppState;
 
-pub const DEVICE_KEY_PREFIX: &str = "unh_dk_";
+pub use unhidra_tokens::opaque::DEVICE_KEY_PREFIX;
 
 /// Why a device key was refused.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,119 @@
+//! The command line, and how it layers the configuration: defaults, then the TOML file
+//! (`--config`), then `UNHIDRA_*` environment variables, then flags. clap reads each flag
+//! from its environment variable when the flag is absent, so "flag or env" is one value that
+//! overrides the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use unhidra_server::config::LogFormat;
+use unhidra_server::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "unhidra",
+    version,
+    about = "Self-hosted real-time platform for people and devices"
+)]
+pub struct Cli {
+    /// A TOML configuration file.
+    #[arg(long, env = "UNHIDRA_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for the database and key files (created 0700). Default ./data
+    #[arg(long, env = "UNHIDRA_DATA_DIR", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log lines as `text` or `json`.
+    #[arg(long, env = "UNHIDRA_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
+    /// Print the effective configuration (after file, environment and flags) as TOML.
+    Config(ServeArgs),
+    /// Administer users.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Manage the keys that sign access tokens.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the API listener. Default 127.0.0.1:8080
+    #[arg(long, env = "UNHIDRA_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the Prometheus listener (path /metrics). Default 127.0.0.1:9091
+    #[arg(long, env = "UNHIDRA_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a user. The password is read from standard input (prompted for on a terminal).
+    CreateUser {
+        username: String,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List the signing keys; the active one is marked.
+    List,
+    /// Add a new signing key. The server signs with it from its next start; tokens signed
+    /// with older keys keep verifying until those keys are retired.
+    Rotate,
+    /// Remove an old signing key: tokens it signed stop verifying.
+    Retire { kid: String },
+}
+
+impl Cli {
+    /// The effective configuration for this invocation.
+    pub fn load_config(&self, serve: Option<&ServeArgs>) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => read_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(format) = self.log_format {
+            config.log_format = match format {
+                LogFormatArg::Text => LogFormat::Text,
+                LogFormatArg::Json => LogFormat::Json,
+            };
+        }
+        if let Some(serve) = serve {
+            if let Some(listen) = serve.listen {
+                config.listen = listen;
+            }
+            if let Some(metrics) = serve.metrics_listen {
+                config.metrics_listen = metrics;
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
