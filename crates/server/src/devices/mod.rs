@@ -12,8 +12,10 @@ use secrecy::ExposeSecret;
 use unhidra_store::StoreError;
 use unhidra_tokens::opaque::parse_device_key;
 
+use unhidra_store::Store;
+use unhidra_tokens::opaque::DeviceKeyHasher;
+
 use crate::http::extract::AuthDevice;
-use crate::state::AppState;
 
 pub use unhidra_tokens::opaque::DEVICE_KEY_PREFIX;
 
@@ -58,17 +60,17 @@ pub async fn authenticate(
     result
 }
 
-async fn check(state: &AppState, presented: &str) -> Result<AuthDevice, DeviceAuthError> {
+async fn check(
+    store: &dyn Store,
+    hasher: &DeviceKeyHasher,
+    presented: &str,
+) -> Result<AuthDevice, DeviceAuthError> {
     let (key_id, secret) = parse_device_key(presented).map_err(|_| DeviceAuthError::Malformed)?;
-    let credential = state
-        .store
+    let credential = store
         .device_credential(&key_id)
         .await?
         .ok_or(DeviceAuthError::Unknown)?;
-    if !state
-        .device_keys
-        .verify(secret.expose_secret(), &credential.key_hash)
-    {
+    if !hasher.verify(secret.expose_secret(), &credential.key_hash) {
         return Err(DeviceAuthError::Mismatch);
     }
     if credential.revoked {

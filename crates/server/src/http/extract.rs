@@ -208,7 +208,7 @@ impl FromRequestParts<SharedState> for AuthDevice {
             crate::metrics::auth_failure("missing_token");
             return Err(ApiError::unauthorized("missing device key"));
         };
-        crate::devices::authenticate(state, key)
+        crate::devices::authenticate(&*state.store, &state.device_keys, key)
             .await
             .map_err(|err| match err {
                 crate::devices::DeviceAuthError::Store(e) => ApiError::from(e),
