@@ -46,12 +46,13 @@ impl DeviceAuthError {
     }
 }
 
-/// Checks a presented device key.
+/// Checks a presented device key against the store.
 pub async fn authenticate(
-    state: &AppState,
+    store: &dyn Store,
+    hasher: &DeviceKeyHasher,
     presented: &str,
 ) -> Result<AuthDevice, DeviceAuthError> {
-    let result = check(state, presented).await;
+    let result = check(store, hasher, presented).await;
     let label = match &result {
         Ok(_) => "ok",
         Err(err) => err.reason(),
