@@ -1,0 +1,16 @@
+//! Integration tests of the HTTP API: the real server from `launch()` on port 0, a fresh
+//! temp data dir per test, a real HTTP client over real sockets.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod helpers;
+
+mod accounts;
+mod devices;
+mod edge;
+mod limits;
+mod tokens;
