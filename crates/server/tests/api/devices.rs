@@ -76,7 +76,7 @@ async fn keys_are_stored_only_as_keyed_hashes() {
     let app = spawn_app().await;
     let owner = app.user("owner").await;
     let (_id, key) = app.device(&owner, "meter").await;
-    let secret = key[7 + 17..].as_bytes().to_vec();
+    let secret = key.as_bytes()[7 + 17..].to_vec();
     let data = &app.config.data_dir;
     let mut scanned = 0;
     for entry in std::fs::read_dir(data).unwrap() {
