@@ -5,8 +5,10 @@
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
 
 use crate::config::RateLimitConfig;
 use crate::http::ApiError;
@@ -29,14 +31,18 @@ impl Limit {
     }
 }
 
-pub struct RateLimits {
-    login: DefaultKeyedRateLimiter<IpAddr>,
-    register: DefaultKeyedRateLimiter<IpAddr>,
-    device_register: DefaultKeyedRateLimiter<IpAddr>,
-    clock: DefaultClock,
+type Keyed<C> =
+    RateLimiter<IpAddr, DashMapStateStore<IpAddr>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// The limits, on the real clock in the server and a fake one in tests.
+pub struct RateLimits<C: Clock = DefaultClock> {
+    login: Keyed<C>,
+    register: Keyed<C>,
+    device_register: Keyed<C>,
+    clock: C,
 }
 
-impl std::fmt::Debug for RateLimits {
+impl<C: Clock + Clone> std::fmt::Debug for RateLimits<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimits")
             .field("tracked_keys", &self.len())
@@ -50,17 +56,22 @@ fn nonzero(n: u32) -> NonZeroU32 {
 
 impl RateLimits {
     pub fn new(config: &RateLimitConfig) -> Self {
+        Self::with_clock(config, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RateLimits<C> {
+    pub fn with_clock(config: &RateLimitConfig, clock: C) -> Self {
+        let keyed = |quota| RateLimiter::dashmap_with_clock(quota, clock.clone());
         Self {
-            login: RateLimiter::keyed(Quota::per_minute(nonzero(config.login_per_minute))),
-            register: RateLimiter::keyed(Quota::per_hour(nonzero(config.register_per_hour))),
-            device_register: RateLimiter::keyed(Quota::per_hour(nonzero(
-                config.device_register_per_hour,
-            ))),
-            clock: DefaultClock::default(),
+            login: keyed(Quota::per_minute(nonzero(config.login_per_minute))),
+            register: keyed(Quota::per_hour(nonzero(config.register_per_hour))),
+            device_register: keyed(Quota::per_hour(nonzero(config.device_register_per_hour))),
+            clock,
         }
     }
 
-    fn limiter(&self, limit: Limit) -> &DefaultKeyedRateLimiter<IpAddr> {
+    fn limiter(&self, limit: Limit) -> &Keyed<C> {
         match limit {
             Limit::Login => &self.login,
             Limit::Register => &self.register,
@@ -81,7 +92,8 @@ impl RateLimits {
         }
     }
 
-    /// Forgets keys whose limits have fully recovered.
+    /// Forgets keys whose limits have fully recovered (at most two replenish periods after
+    /// their last use), so memory follows recent traffic, not every address ever seen.
     pub fn evict(&self) {
         for limiter in [&self.login, &self.register, &self.device_register] {
             limiter.retain_recent();
@@ -163,13 +175,27 @@ mod tests {
     }
 
     #[test]
-    fn eviction_keeps_limited_keys() {
-        let limits = RateLimits::new(&config(1));
+    fn eviction_keeps_limited_keys_and_forgets_recovered_ones() {
+        let clock = governor::clock::FakeRelativeClock::default();
+        let limits = RateLimits::with_clock(&config(1), clock.clone());
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         limits.check(Limit::Login, ip).unwrap();
         limits.evict();
         // Still limited: its state was recent, so it was kept.
         assert!(limits.check(Limit::Login, ip).is_err());
-        assert!(!limits.is_empty());
+        assert_eq!(limits.len(), 1);
+
+        // A flood from many addresses, then quiet: governor forgets a key once its state is
+        // indistinguishable from a fresh one, at most two replenish periods after its last use.
+        for i in 0..1000u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            limits.check(Limit::Login, ip).unwrap();
+        }
+        assert_eq!(limits.len(), 1001);
+        clock.advance(std::time::Duration::from_secs(121));
+        limits.evict();
+        assert!(limits.is_empty(), "{} keys left", limits.len());
+        // And the address that was limited may log in again.
+        limits.check(Limit::Login, ip).unwrap();
     }
 }
