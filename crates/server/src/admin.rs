@@ -2,6 +2,7 @@
 //! needed): creating users, and rotating, listing and retiring token-signing keys.
 //! Every action is written to the audit log with actor `cli`.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,20 +89,40 @@ pub async fn create_user(
     Ok(user.id)
 }
 
-/// The signing keys' ids, oldest first, and the active one.
-pub fn list_signing_keys(config: &Config) -> Result<(Vec<String>, String), AdminError> {
-    prepare_data_dir(&config.data_dir)?;
-    let ring = KeyRing::load_or_create(&paths::signing_keys(&config.data_dir))?;
-    Ok((ring.kids(), ring.active_kid().to_owned()))
+/// Whether `dir` holds any signing key yet (they are created on first start).
+fn has_signing_keys(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("jwt-") && name.ends_with(".pem")
+        })
+    })
+}
+
+/// The signing keys' ids, oldest first, and the active one; `None` before the first start.
+/// Never creates anything.
+pub fn list_signing_keys(config: &Config) -> Result<Option<(Vec<String>, String)>, AdminError> {
+    let dir = paths::signing_keys(&config.data_dir);
+    if !has_signing_keys(&dir) {
+        return Ok(None);
+    }
+    let ring = KeyRing::load_or_create(&dir)?;
+    Ok(Some((ring.kids(), ring.active_kid().to_owned())))
 }
 
 /// Adds a new signing key, active from the server's next start; older keys keep verifying
-/// until retired. Returns the new key's id.
+/// until retired. On a fresh data dir this creates the first key. Returns the new key's id.
 pub async fn rotate_signing_key(config: &Config) -> Result<String, AdminError> {
     let dir = paths::signing_keys(&config.data_dir);
     prepare_data_dir(&config.data_dir)?;
+    let fresh = !has_signing_keys(&dir);
     let mut ring = KeyRing::load_or_create(&dir)?;
-    let kid = ring.rotate(&dir)?;
+    let kid = if fresh {
+        ring.active_kid().to_owned()
+    } else {
+        ring.rotate(&dir)?
+    };
     record_cli(config, kind::ADMIN_KEY_ROTATED, &kid).await?;
     Ok(kid)
 }

@@ -31,9 +31,14 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(cli.command, config))
 }
 
+/// Log lines go to stderr, so that command output on stdout stays clean for scripts; colour
+/// only when stderr is a terminal.
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -60,7 +65,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(KeysCommand::List) => {
-            let (kids, active) = admin::list_signing_keys(&config)?;
+            let Some((kids, active)) = admin::list_signing_keys(&config)? else {
+                println!("no signing keys yet; the first is created when the server starts");
+                return Ok(());
+            };
             for kid in kids {
                 let mark = if kid == active { "  (active)" } else { "" };
                 println!("{kid}{mark}");
@@ -88,7 +96,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the metrics listener on {}", config.metrics_listen))?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    // Handlers are installed before serving starts, so an early SIGTERM drains too.
+    let signals = Signals::install()?;
+    tokio::spawn(signals.cancel_on_signal(shutdown.clone()));
     unhidra_server::launch(
         config,
         Listeners {
@@ -101,25 +111,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     .context("server failed")
 }
 
-/// Cancels `shutdown` on SIGTERM or SIGINT.
-async fn stop_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(term), Ok(int)) => (term, int),
-        (Err(err), _) | (_, Err(err)) => {
-            tracing::error!(error = %err, "cannot listen for signals; stop with SIGKILL");
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = int.recv() => tracing::info!("SIGINT: draining"),
-        () = shutdown.cancelled() => return,
+/// SIGTERM and SIGINT, listened for from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
     }
-    shutdown.cancel();
+
+    /// Cancels `shutdown` on the first signal.
+    async fn cancel_on_signal(mut self, shutdown: CancellationToken) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = self.int.recv() => tracing::info!("SIGINT: draining"),
+            () = shutdown.cancelled() => return,
+        }
+        shutdown.cancel();
+    }
 }
 
 /// The password for `admin create-user`: prompted for twice on a terminal, otherwise the

@@ -1,0 +1,743 @@
+//! Running the real `unhidra` binary: a [`Server`] guard for `unhidra serve` (port 0, JSON
+//! logs, killed on drop), [`cli`] for the one-shot commands, and the small HTTP, metrics and
+//! JWT helpers the tests share.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// How long a server may take to report both of its addresses.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a one-shot command (`config`, `admin`, `keys`, a failing `serve`) may run.
+const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(10);
+
+/// A password that satisfies the policy (≥ 12 characters, zxcvbn score ≥ 3).
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A config file body that lifts the per-IP limits out of the way of a test.
+pub const RAISED_LIMITS: &str = "[rate_limits]\n\
+    login_per_minute = 1000\n\
+    register_per_hour = 1000\n\
+    device_register_per_hour = 1000\n";
+
+/// Which stream a captured line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+type Lines = Arc<Mutex<Vec<(Stream, String)>>>;
+
+/// A running `unhidra` process whose stdout and stderr are collected line by line.
+/// Killed (SIGKILL) on drop if it is still running.
+pub struct Process {
+    child: Child,
+    lines: Lines,
+    readers: Vec<JoinHandle<()>>,
+    status: Option<ExitStatus>,
+}
+
+/// The `unhidra` binary with a clean, predictable environment: no inherited `UNHIDRA_*`
+/// settings, `info` logs, no backtraces or colours in error output.
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_unhidra"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("UNHIDRA_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("RUST_LOG", "info")
+        .env("RUST_BACKTRACE", "0")
+        .env("RUST_LIB_BACKTRACE", "0")
+        .env("NO_COLOR", "1");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    cmd.args(args);
+    cmd
+}
+
+fn collect(stream: impl Read + Send + 'static, which: Stream, lines: Lines) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_owned();
+                    lines.lock().unwrap().push((which, line));
+                }
+            }
+        }
+    })
+}
+
+impl Process {
+    /// Spawns `unhidra ARGS` in `cwd` (the test's working directory if `None`), feeding `stdin`
+    /// (then closing it) if given.
+    pub fn spawn(
+        args: &[&str],
+        env: &[(&str, &str)],
+        cwd: Option<&Path>,
+        stdin: Option<&str>,
+    ) -> Process {
+        let mut cmd = command(args, env);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawning the unhidra binary");
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // A failed write means the process exited early; its status tells the story.
+            let _ = pipe.write_all(text.as_bytes());
+        }
+        let lines: Lines = Arc::default();
+        let readers = vec![
+            collect(
+                child.stdout.take().expect("piped stdout"),
+                Stream::Stdout,
+                Arc::clone(&lines),
+            ),
+            collect(
+                child.stderr.take().expect("piped stderr"),
+                Stream::Stderr,
+                Arc::clone(&lines),
+            ),
+        ];
+        Process {
+            child,
+            lines,
+            readers,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("polling the child");
+        }
+        self.status
+    }
+
+    /// Waits (at most `timeout`) for the process to exit, then for its output to be read to
+    /// the end. Panics with the output so far if it does not exit in time.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.try_status() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "unhidra (pid {}) did not exit within {timeout:?}; output:\n{}",
+                    self.pid(),
+                    self.text()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        for reader in self.readers.drain(..) {
+            reader.join().expect("output reader thread");
+        }
+        status
+    }
+
+    /// Every captured line of both streams, in arrival order.
+    pub fn lines(&self) -> Vec<String> {
+        let lines = self.lines.lock().unwrap();
+        lines.iter().map(|(_, line)| line.clone()).collect()
+    }
+
+    fn stream(&self, which: Stream) -> String {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .filter(|(stream, _)| *stream == which)
+            .map(|(_, line)| format!("{line}\n"))
+            .collect()
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stream(Stream::Stdout)
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stream(Stream::Stderr)
+    }
+
+    /// Both streams as one text.
+    pub fn text(&self) -> String {
+        self.lines().join("\n")
+    }
+
+    /// The captured lines that are JSON log records.
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.lines()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(Value::is_object)
+            .collect()
+    }
+
+    /// Sends SIGTERM (through `kill(1)`, which keeps the tests free of unsafe code).
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM {} failed", self.pid());
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.try_status().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The outcome of a one-shot command.
+pub struct CliOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// Asserts success and returns stdout.
+    pub fn ok(&self) -> &str {
+        assert!(
+            self.status.success(),
+            "expected success, got {}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Asserts a non-zero exit and returns stdout and stderr together.
+    pub fn failed(&self) -> String {
+        assert!(
+            !self.status.success(),
+            "expected failure, got {}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `unhidra ARGS` to completion (bounded), with an optional line on stdin.
+pub async fn cli(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> CliOutput {
+    cli_in(None, args, env, stdin).await
+}
+
+/// [`cli`] in a chosen working directory.
+pub async fn cli_in(
+    cwd: Option<&Path>,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> CliOutput {
+    let mut process = Process::spawn(args, env, cwd, stdin);
+    let status = process.wait_exit(CLI_TIMEOUT).await;
+    CliOutput {
+        status,
+        stdout: process.stdout(),
+        stderr: process.stderr(),
+    }
+}
+
+/// `--data-dir DIR` as arguments.
+pub fn data_dir_args(dir: &Path) -> [&str; 2] {
+    ["--data-dir", dir.to_str().expect("UTF-8 temp path")]
+}
+
+/// Writes a TOML config file into `dir` and returns its path.
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("unhidra.toml");
+    std::fs::write(&path, text).expect("writing the config file");
+    path
+}
+
+/// Permission bits of a file or directory.
+pub fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+pub fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {} {mode:o}: {e}", path.display()));
+}
+
+/// The signing-key files in a data dir, sorted by name (so by kid, so by age).
+pub fn key_files(data_dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data_dir.join("keys"))
+        .expect("listing the key dir")
+        .map(|entry| entry.expect("key dir entry").path())
+        .filter(|path| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("jwt-") && name.ends_with(".pem")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A running `unhidra serve` on port 0 with JSON logs.
+pub struct Server {
+    pub process: Process,
+    pub api: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub client: reqwest::Client,
+}
+
+fn logged_addr(record: &Value, message: &str) -> Option<SocketAddr> {
+    let fields = record.get("fields")?;
+    if fields.get("message")?.as_str()? != message {
+        return None;
+    }
+    fields.get("addr")?.as_str()?.parse().ok()
+}
+
+impl Server {
+    /// Starts `unhidra serve` on `data_dir` with ports 0 and JSON logs, plus `extra_args`
+    /// and `env`, and waits (bounded) until it logs both of its addresses.
+    pub async fn start(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut args = vec!["serve"];
+        args.extend(data_dir_args(data_dir));
+        args.extend([
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ]);
+        args.extend(extra_args);
+        let mut process = Process::spawn(&args, env, None, None);
+        let deadline = Instant::now() + START_TIMEOUT;
+        let (api, metrics_addr) = loop {
+            let records = process.json_lines();
+            let api = records.iter().find_map(|r| logged_addr(r, "API listening"));
+            let metrics = records
+                .iter()
+                .find_map(|r| logged_addr(r, "metrics listening on /metrics"));
+            if let (Some(api), Some(metrics)) = (api, metrics) {
+                break (api, metrics);
+            }
+            if let Some(status) = process.try_status() {
+                process.wait_exit(CLI_TIMEOUT).await;
+                panic!(
+                    "unhidra serve exited with {status} before listening; output:\n{}",
+                    process.text()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "unhidra serve did not log its addresses within {START_TIMEOUT:?}; output:\n{}",
+                    process.text()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        Server {
+            process,
+            api,
+            metrics_addr,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("building the HTTP client"),
+        }
+    }
+
+    /// Starts a server with limits raised by a config file written into `config_dir`.
+    pub async fn start_with_raised_limits(data_dir: &Path, config_dir: &Path) -> Server {
+        let config = write_config(config_dir, RAISED_LIMITS);
+        Server::start(
+            data_dir,
+            &["--config", config.to_str().expect("UTF-8 temp path")],
+            &[],
+        )
+        .await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    /// The Prometheus text from the metrics listener.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(format!("http://{}/metrics", self.metrics_addr))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.expect("metrics body")
+    }
+
+    /// Every line the server wrote so far, stdout and stderr.
+    pub fn logs(&self) -> Vec<String> {
+        self.process.lines()
+    }
+
+    pub fn json_logs(&self) -> Vec<Value> {
+        self.process.json_lines()
+    }
+
+    pub fn sigterm(&self) {
+        self.process.sigterm();
+    }
+
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        self.process.wait_exit(timeout).await
+    }
+
+    /// SIGTERM, then asserts a clean exit (status 0) within ten seconds.
+    pub async fn stop(mut self) {
+        self.sigterm();
+        let status = self.wait_exit(Duration::from_secs(10)).await;
+        assert!(
+            status.success(),
+            "expected exit 0 after SIGTERM, got {status}; output:\n{}",
+            self.process.text()
+        );
+    }
+
+    // ---- HTTP ----
+
+    /// Sends a request; `bearer` goes into `Authorization`, `body` as JSON.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut request = self.client.request(method.clone(), self.url(path));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// A request whose response is read as JSON (an empty body reads as `null`).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let response = self.request(method, path, bearer, body).await;
+        let status = response.status();
+        let text = response.text().await.expect("response body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{path} answered {status} with non-JSON {text:?}: {e}"))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, bearer, None).await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, bearer, Some(body))
+            .await
+    }
+
+    /// Registers a user; asserts 201 and returns the user id.
+    pub async fn register(&self, username: &str, password: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/api/v1/auth/register",
+                None,
+                &json!({ "username": username, "password": password }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "register {username}: {body}");
+        str_field(&body, "user_id")
+    }
+
+    /// A raw login request.
+    pub async fn login_response(&self, username: &str, password: &str) -> reqwest::Response {
+        self.request(
+            reqwest::Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(&json!({ "username": username, "password": password })),
+        )
+        .await
+    }
+
+    /// Logs in; asserts 200 and returns the token pair.
+    pub async fn login(&self, username: &str, password: &str) -> Tokens {
+        let (status, body) = self
+            .post(
+                "/api/v1/auth/login",
+                None,
+                &json!({ "username": username, "password": password }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "login {username}: {body}");
+        Tokens::from_body(&body)
+    }
+
+    /// Exchanges a refresh token; returns the raw status and body.
+    pub async fn refresh(&self, refresh_token: &str) -> (StatusCode, Value) {
+        self.post(
+            "/api/v1/auth/refresh",
+            None,
+            &json!({ "refresh_token": refresh_token }),
+        )
+        .await
+    }
+
+    /// Registers a device; asserts 201 and returns its id and API key.
+    pub async fn create_device(&self, access_token: &str, name: &str) -> (String, String) {
+        let (status, body) = self
+            .post(
+                "/api/v1/devices",
+                Some(access_token),
+                &json!({ "name": name, "kind": "sensor" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "create device {name}: {body}");
+        (str_field(&body, "device_id"), str_field(&body, "api_key"))
+    }
+}
+
+/// The tokens a login or refresh hands out.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+}
+
+impl Tokens {
+    pub fn from_body(body: &Value) -> Tokens {
+        assert_eq!(body["token_type"], "Bearer", "{body}");
+        Tokens {
+            access: str_field(body, "access_token"),
+            refresh: str_field(body, "refresh_token"),
+        }
+    }
+}
+
+/// A string field of a JSON object; panics naming the field if it is missing.
+pub fn str_field(body: &Value, field: &str) -> String {
+    body.get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string {field:?} in {body}"))
+        .to_owned()
+}
+
+/// The `error.code` of an error body.
+pub fn error_code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"))
+}
+
+/// The `kid` in a JWT's header (its first segment, base64url without padding).
+pub fn jwt_kid(token: &str) -> String {
+    let header = token.split('.').next().expect("a JWT has a header");
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header)
+        .expect("base64url JWT header");
+    let header: Value = serde_json::from_slice(&bytes).expect("JSON JWT header");
+    str_field(&header, "kid")
+}
+
+/// The secret part of a device key `unh_dk_<key_id>_<secret>`.
+pub fn device_key_secret(api_key: &str) -> String {
+    let rest = api_key
+        .strip_prefix("unh_dk_")
+        .unwrap_or_else(|| panic!("not a device key: {api_key}"));
+    let (key_id, secret) = rest.split_once('_').expect("unh_dk_<id>_<secret>");
+    assert_eq!(key_id.len(), 16, "device key id {key_id:?}");
+    secret.to_owned()
+}
+
+/// Waits (bounded) until `condition` holds, polling every few milliseconds.
+pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+// ---- Prometheus text ----
+
+/// One sample line of Prometheus text: name, labels, value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// Parses `name{a="x",b="y"} value` lines (comments skipped). Label values may hold braces
+/// and escaped quotes, as route templates like `/api/v1/devices/{id}` do.
+pub fn parse_metrics(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .map(|line| {
+            parse_sample(line).unwrap_or_else(|| panic!("unparseable metrics line {line:?}"))
+        })
+        .collect()
+}
+
+fn parse_sample(line: &str) -> Option<Sample> {
+    let name_end = line.find(['{', ' '])?;
+    let name = line.get(..name_end)?.to_owned();
+    let mut rest = line.get(name_end..)?;
+    let mut labels = Vec::new();
+    if let Some(after_brace) = rest.strip_prefix('{') {
+        let mut chars = after_brace.char_indices();
+        let mut key = String::new();
+        let mut value = String::new();
+        let mut in_value = false;
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            if in_value {
+                match c {
+                    '\\' => {
+                        let (_, escaped) = chars.next()?;
+                        value.push(match escaped {
+                            'n' => '\n',
+                            other => other,
+                        });
+                    }
+                    '"' => {
+                        labels.push((std::mem::take(&mut key), std::mem::take(&mut value)));
+                        in_value = false;
+                    }
+                    other => value.push(other),
+                }
+            } else {
+                match c {
+                    '}' => {
+                        end = Some(i);
+                        break;
+                    }
+                    '=' => {
+                        let (_, quote) = chars.next()?;
+                        if quote != '"' {
+                            return None;
+                        }
+                        in_value = true;
+                    }
+                    ',' | ' ' => {}
+                    other => key.push(other),
+                }
+            }
+        }
+        rest = after_brace.get(end? + 1..)?;
+    }
+    let value = rest.split_whitespace().next()?.parse().ok()?;
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+/// The sum of every sample named `name` whose labels include all of `labels`; `None` if there
+/// is no such sample.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<f64> = parse_metrics(text)
+        .into_iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.iter().any(|(sk, sv)| sk == k && sv == v))
+        })
+        .map(|s| s.value)
+        .collect();
+    (!matching.is_empty()).then(|| matching.iter().sum())
+}
+
+#[test]
+fn metrics_lines_with_braces_in_labels_parse() {
+    let text = "# TYPE x counter\n\
+        http_request_duration_seconds_bucket{route=\"/api/v1/devices/{id}\",method=\"GET\",le=\"0.5\"} 3\n\
+        auth_login_attempts_total{result=\"ok\"} 2\n\
+        plain 7\n";
+    let samples = parse_metrics(text);
+    assert_eq!(samples.len(), 3);
+    assert_eq!(
+        samples[0].labels,
+        vec![
+            ("route".to_owned(), "/api/v1/devices/{id}".to_owned()),
+            ("method".to_owned(), "GET".to_owned()),
+            ("le".to_owned(), "0.5".to_owned()),
+        ]
+    );
+    assert_eq!(samples[0].value, 3.0);
+    assert_eq!(
+        metric(text, "auth_login_attempts_total", &[("result", "ok")]),
+        Some(2.0)
+    );
+    assert_eq!(metric(text, "plain", &[]), Some(7.0));
+    assert_eq!(
+        metric(text, "auth_login_attempts_total", &[("result", "no")]),
+        None
+    );
+}

@@ -1,0 +1,21 @@
+//! End-to-end tests of the `unhidra` binary: each test runs the real executable (serve,
+//! config, admin, keys) in a fresh temp dir and talks to it over HTTP, signals and files.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod admin_cli;
+mod audit_trail;
+mod config_layering;
+mod credential_errors;
+mod data_files;
+mod helpers;
+mod key_rotation;
+mod metrics_names;
+mod restart;
+mod secrets_in_logs;
+mod shutdown;
