@@ -1,5 +1,10 @@
 //! The shared store test suite against a fresh SQLite file, plus SQLite-specific checks.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::ops::Deref;
 
