@@ -10,6 +10,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const HTTP_REQUEST_DURATION: &str = "http_request_duration_seconds";
 pub const LOGIN_ATTEMPTS: &str = "auth_login_attempts_total";
 pub const PASSWORD_HASH_DURATION: &str = "auth_password_hash_duration_seconds";
+pub const PASSWORD_QUEUE_REJECTIONS: &str = "auth_password_queue_rejections_total";
 pub const AUTH_FAILURES: &str = "auth_failures_total";
 pub const RATE_LIMIT_HITS: &str = "http_rate_limit_hits_total";
 pub const DEVICE_AUTH: &str = "device_auth_total";

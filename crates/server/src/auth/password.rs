@@ -121,7 +121,9 @@ impl Passwords {
         let permit = tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
             .await
             .map_err(|_| {
-                tracing::warn!(op, "password hashing queue is full; refusing");
+                // Counted, not logged: under a flood this happens hundreds of times a second.
+                metrics::counter!(crate::metrics::PASSWORD_QUEUE_REJECTIONS, "op" => op)
+                    .increment(1);
                 ApiError::overloaded(1)
             })?
             .map_err(ApiError::internal)?;

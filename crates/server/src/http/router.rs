@@ -115,6 +115,8 @@ pub fn api_router(state: SharedState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
-        .layer(TraceLayer::new_for_http())
+        // Failures are logged where they happen (ApiError::internal logs 500s with their
+        // cause); expected refusals such as 503 `overloaded` must not flood the error log.
+        .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
 }

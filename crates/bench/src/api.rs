@@ -1,0 +1,130 @@
+//! A small typed client for the REST calls the benchmarks make.
+//!
+//! Setup calls (`register`, `login`, `create_device`) fail with the server's error body. The
+//! measured calls (`login_status`, `device_status`, `get_status`) return only the status, or
+//! `None` when no response came, after reading the whole body, so a sample's latency covers the
+//! full response.
+
+use anyhow::{bail, Context};
+use reqwest::{Client, RequestBuilder, StatusCode};
+use unhidra_proto::auth::{LoginRequest, RegisterRequest, TokenPair};
+use unhidra_proto::devices::{CreateDeviceRequest, CreatedDevice};
+
+/// A password the server's policy accepts (at least 12 characters, zxcvbn score ≥ 3).
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A username that is new on any server: `bench-` and 8 random hex digits.
+pub fn fresh_username() -> String {
+    format!("bench-{:08x}", rand::random::<u32>())
+}
+
+#[derive(Debug, Clone)]
+pub struct Api {
+    base: String,
+    http: Client,
+}
+
+impl Api {
+    /// A client with its own connection pool.
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        let http = Client::builder()
+            // Longer than any queueing the server allows (hash queue 10 s, request 30 s).
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            base: base.to_owned(),
+            http,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> anyhow::Result<()> {
+        let body = RegisterRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        };
+        let request = self
+            .http
+            .post(self.url("/api/v1/auth/register"))
+            .json(&body);
+        expect(request, StatusCode::CREATED, "registering the user").await?;
+        Ok(())
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> anyhow::Result<TokenPair> {
+        let request = self.login_request(username, password);
+        let response = expect(request, StatusCode::OK, "logging in").await?;
+        response.json().await.context("reading the login response")
+    }
+
+    pub async fn create_device(&self, access: &str, name: &str) -> anyhow::Result<CreatedDevice> {
+        let body = CreateDeviceRequest {
+            name: name.to_owned(),
+            kind: None,
+            metadata: None,
+        };
+        let request = self
+            .http
+            .post(self.url("/api/v1/devices"))
+            .bearer_auth(access)
+            .json(&body);
+        let response = expect(request, StatusCode::CREATED, "registering a device").await?;
+        response
+            .json()
+            .await
+            .context("reading the device registration response")
+    }
+
+    /// `POST /api/v1/auth/login`, measured.
+    pub async fn login_status(&self, username: &str, password: &str) -> Option<u16> {
+        status_of(self.login_request(username, password)).await
+    }
+
+    /// `GET /api/v1/device` with a device key, measured.
+    pub async fn device_status(&self, api_key: &str) -> Option<u16> {
+        status_of(
+            self.http
+                .get(self.url("/api/v1/device"))
+                .bearer_auth(api_key),
+        )
+        .await
+    }
+
+    /// `GET path`, measured.
+    pub async fn get_status(&self, path: &str) -> Option<u16> {
+        status_of(self.http.get(self.url(path))).await
+    }
+
+    fn login_request(&self, username: &str, password: &str) -> RequestBuilder {
+        let body = LoginRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        };
+        self.http.post(self.url("/api/v1/auth/login")).json(&body)
+    }
+}
+
+async fn status_of(request: RequestBuilder) -> Option<u16> {
+    let response = request.send().await.ok()?;
+    let status = response.status().as_u16();
+    response.bytes().await.ok()?;
+    Some(status)
+}
+
+async fn expect(
+    request: RequestBuilder,
+    want: StatusCode,
+    what: &str,
+) -> anyhow::Result<reqwest::Response> {
+    let response = request.send().await.with_context(|| what.to_owned())?;
+    if response.status() != want {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        bail!("{what}: expected {want}, got {status}: {body}");
+    }
+    Ok(response)
+}

@@ -1,0 +1,91 @@
+//! `unhidra-bench`: parse the command line, run one benchmark, print its report.
+//!
+//! The in-process server gets a tokio runtime of its own, so its CPU time can be measured
+//! apart from the load generator's (see `unhidra_bench::cpu`).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use tracing_subscriber::EnvFilter;
+use unhidra_bench::cpu::{CLIENT_THREAD, SERVER_THREAD};
+use unhidra_bench::{device_keys, login_flood};
+
+/// Benchmarks of the Unhidra server. Each starts a server in-process on 127.0.0.1 with a fresh
+/// temporary data dir (per-address rate limits raised, since all load comes from one address),
+/// loads it over HTTP, prints a summary and stops it.
+#[derive(Debug, Parser)]
+#[command(name = "unhidra-bench", version)]
+struct Cli {
+    /// Print the results as JSON on stdout (the human summary then goes to stderr).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Many clients logging in at once: throughput, latency, and /healthz during the flood.
+    LoginFlood(login_flood::LoginFloodArgs),
+    /// Device-key verifications per second: a reconnect storm over HTTP and direct calls.
+    DeviceKeys(device_keys::DeviceKeysArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Quiet by default: an overloaded server logs a line per refused login (tower_http's trace
+    // layer at ERROR for every 503), which would bury the report.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("error,tower_http=off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(SERVER_THREAD)
+        // Blocking threads (Argon2) must outlive the run, or their CPU time is lost.
+        .thread_keep_alive(Duration::from_secs(24 * 3600))
+        .enable_all()
+        .build()
+        .context("starting the server runtime")?;
+    let client_runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(CLIENT_THREAD)
+        .enable_all()
+        .build()
+        .context("starting the load generator runtime")?;
+    let server = server_runtime.handle().clone();
+
+    let result = client_runtime.block_on(async move {
+        match cli.command {
+            Command::LoginFlood(args) => {
+                let report = login_flood::run(args, &server).await?;
+                output(&report, cli.json)?;
+                login_flood::check(&report)
+            }
+            Command::DeviceKeys(args) => {
+                let report = device_keys::run(args, &server).await?;
+                output(&report, cli.json)?;
+                device_keys::check(&report)
+            }
+        }
+    });
+    client_runtime.shutdown_timeout(Duration::from_secs(5));
+    server_runtime.shutdown_timeout(Duration::from_secs(5));
+    result
+}
+
+fn output(report: &(impl Serialize + std::fmt::Display), json: bool) -> anyhow::Result<()> {
+    if json {
+        eprint!("{report}");
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).context("serialising the report")?
+        );
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
