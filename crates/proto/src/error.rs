@@ -26,6 +26,8 @@ pub enum ErrorCode {
     UsernameTaken,
     /// A field other than username or password is invalid.
     InvalidField,
+    /// A WebSocket frame the protocol does not accept (binary, or not UTF-8).
+    UnsupportedFrame,
     /// Wrong username or password (the two are indistinguishable on purpose).
     InvalidCredentials,
     /// Missing, malformed, expired or revoked credentials.
@@ -60,6 +62,7 @@ impl ErrorCode {
             Self::WeakPassword => "weak_password",
             Self::UsernameTaken => "username_taken",
             Self::InvalidField => "invalid_field",
+            Self::UnsupportedFrame => "unsupported_frame",
             Self::InvalidCredentials => "invalid_credentials",
             Self::Unauthorized => "unauthorized",
             Self::InvalidRefreshToken => "invalid_refresh_token",

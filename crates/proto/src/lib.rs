@@ -8,5 +8,6 @@ pub mod admin;
 pub mod auth;
 pub mod devices;
 pub mod error;
+pub mod ws;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};

@@ -15,8 +15,9 @@ use sqlx::sqlite::{
 };
 use time::OffsetDateTime;
 use unhidra_store::{
-    AuditEvent, Device, DeviceCredential, NewAuditEvent, NewDevice, NewSession, NewUser,
-    NextRefreshToken, Result, RotateOutcome, SessionRef, Store, StoreError, User,
+    Appended, AuditEvent, Channel, Device, DeviceCredential, Message, NewAuditEvent, NewChannel,
+    NewDevice, NewMessage, NewSession, NewUser, NextRefreshToken, Result, RotateOutcome,
+    SessionRef, Store, StoreError, User,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -145,6 +146,40 @@ fn device_from_row(row: DeviceRow) -> Result<Device> {
         key_id,
         created_at: from_ms(created_at)?,
         revoked_at: from_ms_opt(revoked_at)?,
+    })
+}
+
+type ChannelRow = (String, String, bool, String, i64, i64);
+
+const CHANNEL_COLUMNS: &str = "id, name, private, created_by, created_at, last_seq";
+
+fn channel_from_row(
+    (id, name, private, created_by, created_at, last_seq): ChannelRow,
+) -> Result<Channel> {
+    Ok(Channel {
+        id,
+        name,
+        private,
+        created_by,
+        created_at: from_ms(created_at)?,
+        last_seq,
+    })
+}
+
+type MessageRow = (String, String, i64, String, String, String, i64);
+
+const MESSAGE_COLUMNS: &str = "id, channel_id, seq, sender_id, client_msg_id, body, created_at";
+
+fn message_from_row(row: MessageRow) -> Result<Message> {
+    let (id, channel_id, seq, sender_id, client_msg_id, body, created_at) = row;
+    Ok(Message {
+        id,
+        channel_id,
+        seq,
+        sender_id,
+        client_msg_id,
+        body,
+        created_at: from_ms(created_at)?,
     })
 }
 
@@ -414,6 +449,156 @@ impl Store for SqliteStore {
                 revoked: revoked_at.is_some(),
             },
         ))
+    }
+
+    async fn create_channel(&self, channel: NewChannel) -> Result<Channel> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO channels (id, name, private, created_by, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&channel.id)
+        .bind(&channel.name)
+        .bind(channel.private)
+        .bind(&channel.created_by)
+        .bind(ms(channel.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(write_err("channel"))?;
+        sqlx::query(
+            "INSERT INTO channel_members (channel_id, user_id, joined_at) VALUES (?, ?, ?)",
+        )
+        .bind(&channel.id)
+        .bind(&channel.created_by)
+        .bind(ms(channel.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Channel {
+            id: channel.id,
+            name: channel.name,
+            private: channel.private,
+            created_by: channel.created_by,
+            created_at: from_ms(ms(channel.created_at))?,
+            last_seq: 0,
+        })
+    }
+
+    async fn channel_by_id(&self, id: &str) -> Result<Option<Channel>> {
+        let row: Option<ChannelRow> = sqlx::query_as(&format!(
+            "SELECT {CHANNEL_COLUMNS} FROM channels WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        row.map(channel_from_row).transpose()
+    }
+
+    async fn add_member(
+        &self,
+        channel_id: &str,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO channel_members (channel_id, user_id, joined_at) VALUES (?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(channel_id)
+        .bind(user_id)
+        .bind(ms(now))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn is_member(&self, channel_id: &str, user_id: &str) -> Result<bool> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT 1 FROM channel_members WHERE channel_id = ? AND user_id = ?")
+                .bind(channel_id)
+                .bind(user_id)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?;
+        Ok(row.is_some())
+    }
+
+    async fn append_message(&self, message: NewMessage) -> Result<Appended> {
+        // The single writer connection serializes this transaction against every other
+        // append, so reading and bumping last_seq cannot interleave with another append.
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let existing: Option<MessageRow> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE channel_id = ? AND sender_id = ? AND client_msg_id = ?"
+        ))
+        .bind(&message.channel_id)
+        .bind(&message.sender_id)
+        .bind(&message.client_msg_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        if let Some(row) = existing {
+            return Ok(Appended {
+                message: message_from_row(row)?,
+                duplicate: true,
+            });
+        }
+        let (seq,): (i64,) = sqlx::query_as(
+            "UPDATE channels SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
+        )
+        .bind(&message.channel_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| StoreError::Corrupt(format!("no channel {}", message.channel_id)))?;
+        sqlx::query(
+            "INSERT INTO messages (id, channel_id, seq, sender_id, client_msg_id, body, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&message.id)
+        .bind(&message.channel_id)
+        .bind(seq)
+        .bind(&message.sender_id)
+        .bind(&message.client_msg_id)
+        .bind(&message.body)
+        .bind(ms(message.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(write_err("message"))?;
+        tx.commit().await.map_err(db)?;
+        Ok(Appended {
+            message: Message {
+                id: message.id,
+                channel_id: message.channel_id,
+                seq,
+                sender_id: message.sender_id,
+                client_msg_id: message.client_msg_id,
+                body: message.body,
+                created_at: from_ms(ms(message.created_at))?,
+            },
+            duplicate: false,
+        })
+    }
+
+    async fn messages_after(
+        &self,
+        channel_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let rows: Vec<MessageRow> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE channel_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+        ))
+        .bind(channel_id)
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.into_iter().map(message_from_row).collect()
     }
 
     async fn append_audit(&self, event: NewAuditEvent) -> Result<()> {

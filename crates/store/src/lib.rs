@@ -67,6 +67,31 @@ pub trait Store: Send + Sync + 'static {
     /// The credential for the key with this public id, for authenticating a device.
     async fn device_credential(&self, key_id: &str) -> Result<Option<DeviceCredential>>;
 
+    // ---- channels and messages ----
+    /// Creates a channel with its creator as first member; `Conflict("channel")` when the
+    /// name is taken.
+    async fn create_channel(&self, channel: NewChannel) -> Result<Channel>;
+    async fn channel_by_id(&self, id: &str) -> Result<Option<Channel>>;
+    /// Adds a member; `false` when already a member. The channel and user must exist.
+    async fn add_member(
+        &self,
+        channel_id: &str,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool>;
+    async fn is_member(&self, channel_id: &str, user_id: &str) -> Result<bool>;
+    /// Stores a message with the channel's next seq, in one transaction, and returns it once
+    /// durable. A message with the same (channel, sender, client_msg_id) is not stored again:
+    /// the stored one is returned with `duplicate: true`.
+    async fn append_message(&self, message: NewMessage) -> Result<Appended>;
+    /// Messages with `seq > after_seq`, oldest first, at most `limit`.
+    async fn messages_after(
+        &self,
+        channel_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
+
     // ---- audit ----
     /// Appends to the audit log; entries are never updated or deleted.
     async fn append_audit(&self, event: NewAuditEvent) -> Result<()>;

@@ -144,3 +144,55 @@ pub struct NewAuditEvent {
     pub ip: Option<String>,
     pub detail: serde_json::Value,
 }
+
+/// A conversation place; `last_seq` is the seq of its newest message (0 when empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    pub id: String,
+    pub name: String,
+    pub private: bool,
+    pub created_by: String,
+    pub created_at: OffsetDateTime,
+    pub last_seq: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewChannel {
+    pub id: String,
+    pub name: String,
+    pub private: bool,
+    /// Becomes the channel's first member.
+    pub created_by: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// A stored message. `seq` is gap-free and increasing within its channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: String,
+    pub channel_id: String,
+    pub seq: i64,
+    pub sender_id: String,
+    pub client_msg_id: String,
+    pub body: String,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    pub channel_id: String,
+    pub sender_id: String,
+    /// The sender's idempotency key: the same (sender, client_msg_id) in a channel is stored once.
+    pub client_msg_id: String,
+    pub body: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// What appending a message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub message: Message,
+    /// True when the message had been stored before (a retry); nothing new was written.
+    pub duplicate: bool,
+}

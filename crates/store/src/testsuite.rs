@@ -30,6 +30,10 @@ macro_rules! store_testsuite {
             devices_are_registered_listed_and_revoked,
             device_key_ids_are_unique,
             audit_log_is_append_only_and_paged,
+            channels_have_unique_names_and_their_creator_as_member,
+            messages_get_gap_free_seqs_per_channel,
+            retried_messages_are_stored_once,
+            concurrent_appends_never_share_a_seq,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -364,4 +368,127 @@ pub async fn audit_log_is_append_only_and_paged(store: &dyn Store) {
     let rest = store.audit_events(10, Some(page[2].id)).await.unwrap();
     let kinds: Vec<_> = rest.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["test.event1", "test.event0"]);
+}
+
+async fn channel(store: &dyn Store, creator: &User, name: &str) -> Channel {
+    store
+        .create_channel(NewChannel {
+            id: id(),
+            name: name.into(),
+            private: true,
+            created_by: creator.id.clone(),
+            created_at: t0(),
+        })
+        .await
+        .unwrap()
+}
+
+fn msg(channel: &Channel, sender: &User, client_msg_id: &str, body: &str) -> NewMessage {
+    NewMessage {
+        id: id(),
+        channel_id: channel.id.clone(),
+        sender_id: sender.id.clone(),
+        client_msg_id: client_msg_id.into(),
+        body: body.into(),
+        created_at: t0(),
+    }
+}
+
+pub async fn channels_have_unique_names_and_their_creator_as_member(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let general = channel(store, &alice, "general").await;
+    assert_eq!(general.last_seq, 0);
+    assert!(general.private);
+    assert_eq!(
+        store.channel_by_id(&general.id).await.unwrap(),
+        Some(general.clone())
+    );
+    assert_eq!(store.channel_by_id("nope").await.unwrap(), None);
+    assert!(store.is_member(&general.id, &alice.id).await.unwrap());
+    assert!(!store.is_member(&general.id, &bob.id).await.unwrap());
+    assert!(store.add_member(&general.id, &bob.id, t0()).await.unwrap());
+    assert!(!store.add_member(&general.id, &bob.id, t0()).await.unwrap());
+    assert!(store.is_member(&general.id, &bob.id).await.unwrap());
+    let err = store
+        .create_channel(NewChannel {
+            id: id(),
+            name: "general".into(),
+            private: false,
+            created_by: bob.id.clone(),
+            created_at: t0(),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict("channel")), "{err:?}");
+}
+
+pub async fn messages_get_gap_free_seqs_per_channel(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let a = channel(store, &alice, "a").await;
+    let b = channel(store, &alice, "b").await;
+    for i in 1..=5 {
+        let got = store
+            .append_message(msg(&a, &alice, &format!("a{i}"), "x"))
+            .await
+            .unwrap();
+        assert_eq!(got.message.seq, i);
+        assert!(!got.duplicate);
+    }
+    let first_b = store
+        .append_message(msg(&b, &alice, "b1", "y"))
+        .await
+        .unwrap();
+    assert_eq!(first_b.message.seq, 1, "seqs are per channel");
+    assert_eq!(
+        store.channel_by_id(&a.id).await.unwrap().unwrap().last_seq,
+        5
+    );
+
+    let after2 = store.messages_after(&a.id, 2, 100).await.unwrap();
+    let seqs: Vec<i64> = after2.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [3, 4, 5]);
+    assert_eq!(after2[0].client_msg_id, "a3");
+    assert_eq!(after2[0].sender_id, alice.id);
+    assert_eq!(after2[0].created_at, t0());
+    let page = store.messages_after(&a.id, 0, 2).await.unwrap();
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+    assert!(store.messages_after(&a.id, 5, 10).await.unwrap().is_empty());
+}
+
+pub async fn retried_messages_are_stored_once(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let a = channel(store, &alice, "a").await;
+    store.add_member(&a.id, &bob.id, t0()).await.unwrap();
+    let first = store
+        .append_message(msg(&a, &alice, "m1", "hello"))
+        .await
+        .unwrap();
+    let retry = store
+        .append_message(msg(&a, &alice, "m1", "hello"))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.message, first.message);
+    // Another sender may use the same client id.
+    let bobs = store
+        .append_message(msg(&a, &bob, "m1", "hi"))
+        .await
+        .unwrap();
+    assert!(!bobs.duplicate);
+    assert_eq!(bobs.message.seq, 2);
+    assert_eq!(store.messages_after(&a.id, 0, 10).await.unwrap().len(), 2);
+}
+
+pub async fn concurrent_appends_never_share_a_seq(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let a = channel(store, &alice, "a").await;
+    let appends = (0..20).map(|i| {
+        let m = msg(&a, &alice, &format!("c{i}"), "x");
+        async move { store.append_message(m).await.unwrap().message.seq }
+    });
+    let mut seqs = futures::future::join_all(appends).await;
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=20).collect::<Vec<i64>>());
 }

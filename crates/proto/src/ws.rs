@@ -1,0 +1,184 @@
+//! WebSocket protocol `unhidra.v1`: JSON text frames with a `type` field.
+//!
+//! See `docs/protocol.md` for the handshake, examples and the rules (acks after commit,
+//! gap-free `seq`, replay with `since`, limits and close codes).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::ErrorCode;
+
+/// The subprotocol every client offers, and the only one the server answers with.
+pub const PROTOCOL: &str = "unhidra.v1";
+/// Prefix of the subprotocol that carries a user's access token: `bearer.<jwt>`.
+pub const BEARER_PREFIX: &str = "bearer.";
+/// Prefix of the subprotocol that carries a device's API key: `device.<key>`.
+pub const DEVICE_PREFIX: &str = "device.";
+
+/// Close codes the server uses (RFC 6455 §7.4).
+pub mod close {
+    /// The server is shutting down; reconnect later and resync with `since`.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Credentials were revoked, or the client kept breaking the rate limit.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A frame or message exceeded the size limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// The client could not keep up with its deliveries; reconnect and resync with `since`.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// What a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Receive a channel's messages; with `since`, first every stored message after that seq.
+    Subscribe {
+        channel: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<i64>,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    /// Post to a channel. `client_msg_id` makes retries safe: the same id is stored once.
+    Publish {
+        channel: String,
+        body: String,
+        client_msg_id: String,
+    },
+    Ping {},
+    /// A device's measurements: metric name → finite number.
+    Telemetry {
+        metrics: BTreeMap<String, f64>,
+        #[serde(
+            default,
+            with = "time::serde::rfc3339::option",
+            skip_serializing_if = "Option::is_none"
+        )]
+        ts: Option<OffsetDateTime>,
+    },
+    /// A device's liveness signal, with optional state.
+    Heartbeat {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        firmware_version: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        free_memory: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uptime_secs: Option<u64>,
+    },
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Principal {
+    User { id: String },
+    Device { id: String },
+}
+
+/// What the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// First frame on every connection.
+    Welcome {
+        connection_id: String,
+        principal: Principal,
+        /// Largest accepted message, in bytes.
+        max_message_bytes: usize,
+    },
+    /// The subscription is live; every message after `seq` will follow, in order.
+    Subscribed {
+        channel: String,
+        seq: i64,
+    },
+    Unsubscribed {
+        channel: String,
+    },
+    /// The publish with this `client_msg_id` is durably stored as `id`/`seq`.
+    Ack {
+        client_msg_id: String,
+        id: String,
+        seq: i64,
+        #[serde(with = "time::serde::rfc3339")]
+        ts: OffsetDateTime,
+    },
+    Message {
+        channel: String,
+        id: String,
+        seq: i64,
+        sender: String,
+        body: String,
+        #[serde(with = "time::serde::rfc3339")]
+        ts: OffsetDateTime,
+    },
+    /// A frame was refused; `ref` names it (its `client_msg_id` or `channel`) when it can.
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+    Pong {},
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn client_frames_parse_from_their_documented_form() {
+        let f: ClientFrame =
+            serde_json::from_value(json!({"type": "subscribe", "channel": "c1", "since": 4}))
+                .unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Subscribe {
+                channel: "c1".into(),
+                since: Some(4)
+            }
+        );
+        let f: ClientFrame = serde_json::from_value(
+            json!({"type": "publish", "channel": "c1", "body": "hi", "client_msg_id": "m1"}),
+        )
+        .unwrap();
+        assert!(matches!(f, ClientFrame::Publish { .. }));
+        let f: ClientFrame = serde_json::from_value(json!({"type": "ping"})).unwrap();
+        assert_eq!(f, ClientFrame::Ping {});
+        let f: ClientFrame = serde_json::from_value(
+            json!({"type": "telemetry", "metrics": {"temp": 21.5}, "ts": "2026-11-28T10:00:00Z"}),
+        )
+        .unwrap();
+        assert!(matches!(f, ClientFrame::Telemetry { ts: Some(_), .. }));
+    }
+
+    #[test]
+    fn unknown_types_and_fields_are_refused() {
+        assert!(serde_json::from_value::<ClientFrame>(json!({"type": "nope"})).is_err());
+        assert!(serde_json::from_value::<ClientFrame>(
+            json!({"type": "unsubscribe", "channel": "c", "extra": 1})
+        )
+        .is_err());
+        assert!(serde_json::from_value::<ClientFrame>(json!({"channel": "c"})).is_err());
+    }
+
+    #[test]
+    fn server_frames_serialize_with_type_and_ref() {
+        let e = ServerFrame::Error {
+            code: ErrorCode::RateLimited,
+            message: "slow down".into(),
+            reference: Some("m1".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            json!({"type": "error", "code": "rate_limited", "message": "slow down", "ref": "m1"})
+        );
+        assert_eq!(
+            serde_json::to_value(ServerFrame::Pong {}).unwrap(),
+            json!({"type": "pong"})
+        );
+    }
+}
