@@ -27,3 +27,28 @@ pub struct AuditEntry {
 pub struct AuditPage {
     pub events: Vec<AuditEntry>,
 }
+
+/// A live WebSocket connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConnectionInfo {
+    pub connection_id: String,
+    /// `user` or `device`.
+    pub kind: String,
+    /// The user's or device's id.
+    pub principal_id: String,
+    pub ip: String,
+    pub user_agent: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub connected_at: OffsetDateTime,
+    pub frames_in: u64,
+    pub frames_out: u64,
+}
+
+/// `GET /api/v1/admin/connections`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConnectionList {
+    pub connections: Vec<ConnectionInfo>,
+}

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     WeakPassword,
     /// The username is already registered.
     UsernameTaken,
+    /// The resource conflicts with an existing one (e.g. a channel name).
+    Conflict,
     /// A field other than username or password is invalid.
     InvalidField,
     /// A WebSocket frame the protocol does not accept (binary, or not UTF-8).
@@ -61,6 +63,7 @@ impl ErrorCode {
             Self::InvalidUsername => "invalid_username",
             Self::WeakPassword => "weak_password",
             Self::UsernameTaken => "username_taken",
+            Self::Conflict => "conflict",
             Self::InvalidField => "invalid_field",
             Self::UnsupportedFrame => "unsupported_frame",
             Self::InvalidCredentials => "invalid_credentials",

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod channels;
 pub mod devices;
 pub mod error;
 pub mod ws;

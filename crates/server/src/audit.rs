@@ -22,6 +22,7 @@ pub mod kind {
     pub const ADMIN_USER_CREATED: &str = "admin.user_created";
     pub const ADMIN_KEY_ROTATED: &str = "admin.signing_key_rotated";
     pub const ADMIN_KEY_RETIRED: &str = "admin.signing_key_retired";
+    pub const ADMIN_CONNECTION_CLOSED: &str = "admin.connection_closed";
 }
 
 /// One event to record.

@@ -28,6 +28,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub auth: AuthConfig,
     pub rate_limits: RateLimitConfig,
+    pub gateway: GatewayConfig,
 }
 
 impl Default for Config {
@@ -41,6 +42,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             auth: AuthConfig::default(),
             rate_limits: RateLimitConfig::default(),
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -83,13 +85,19 @@ impl Default for AuthConfig {
     }
 }
 
-/// Per-client-IP limits (IPv6 clients are counted per /64).
+/// Rate limits. Per client IP (IPv6 clients are counted per /64) unless named otherwise.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
     pub login_per_minute: u32,
     pub register_per_hour: u32,
     pub device_register_per_hour: u32,
+    /// WebSocket handshakes per client IP.
+    pub ws_connect_per_minute_per_ip: u32,
+    /// WebSocket handshakes per user (devices are limited by IP only).
+    pub ws_connect_per_minute_per_user: u32,
+    /// Frames a client may send per second on one connection.
+    pub ws_messages_per_second: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -98,6 +106,43 @@ impl Default for RateLimitConfig {
             login_per_minute: 10,
             register_per_hour: 5,
             device_register_per_hour: 10,
+            ws_connect_per_minute_per_ip: 60,
+            ws_connect_per_minute_per_user: 30,
+            ws_messages_per_second: 50,
+        }
+    }
+}
+
+/// The WebSocket gateway at `GET /ws`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Browser origins allowed besides the server's own (exact `scheme://host[:port]`).
+    pub allowed_origins: Vec<String>,
+    /// Largest message (and frame) a client may send; larger closes with 1009.
+    pub max_message_bytes: usize,
+    /// How often the server pings; a peer that misses two pings is dropped.
+    pub ping_interval_ms: u64,
+    /// How long one write to a client may take before the client is dropped as stuck.
+    pub write_timeout_ms: u64,
+    /// How many deliveries a subscriber may fall behind before it is closed with 1013.
+    pub channel_buffer: usize,
+    /// Channels one connection may subscribe to at once.
+    pub max_subscriptions: usize,
+    /// How long shutdown waits for sessions to close before giving up on them.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            max_message_bytes: 64 * 1024,
+            ping_interval_ms: 30_000,
+            write_timeout_ms: 10_000,
+            channel_buffer: 1024,
+            max_subscriptions: 256,
+            shutdown_grace_ms: 10_000,
         }
     }
 }
@@ -124,11 +169,27 @@ impl Config {
             return fail("auth.issuer and auth.audience must not be empty");
         }
         let limits = &self.rate_limits;
-        if limits.login_per_minute == 0
-            || limits.register_per_hour == 0
-            || limits.device_register_per_hour == 0
+        if [
+            limits.login_per_minute,
+            limits.register_per_hour,
+            limits.device_register_per_hour,
+            limits.ws_connect_per_minute_per_ip,
+            limits.ws_connect_per_minute_per_user,
+            limits.ws_messages_per_second,
+        ]
+        .contains(&0)
         {
             return fail("rate limits must be at least 1");
+        }
+        let gw = &self.gateway;
+        if gw.max_message_bytes < 1024 {
+            return fail("gateway.max_message_bytes must be at least 1024");
+        }
+        if gw.ping_interval_ms < 100 || gw.write_timeout_ms < 100 {
+            return fail("gateway.ping_interval_ms and write_timeout_ms must be at least 100");
+        }
+        if gw.channel_buffer == 0 || gw.max_subscriptions == 0 {
+            return fail("gateway.channel_buffer and max_subscriptions must be at least 1");
         }
         Ok(())
     }

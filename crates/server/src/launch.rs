@@ -25,6 +25,8 @@ use crate::audit::Audit;
 use crate::auth::password::{PasswordError, Passwords};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
+use crate::gateway::hub::LocalHub;
+use crate::gateway::Gateway;
 use crate::rate_limit::RateLimits;
 use crate::state::AppState;
 
@@ -132,10 +134,13 @@ pub async fn launch_with_clock(
         Duration::from_secs(u64::from(config.auth.hash_queue_timeout_secs)),
     )?;
     let prometheus = crate::metrics::install();
+    let hub = Arc::new(LocalHub::new(config.gateway.channel_buffer));
+    let grace = Duration::from_millis(config.gateway.shutdown_grace_ms);
 
     let state = Arc::new(AppState {
         limits: RateLimits::new(&config.rate_limits),
         audit: Audit::new(Arc::clone(&store), Arc::clone(&clock)),
+        gateway: Gateway::new(hub.clone(), shutdown.clone()),
         config,
         store,
         tokens,
@@ -145,7 +150,7 @@ pub async fn launch_with_clock(
     });
 
     let tasks = TaskTracker::new();
-    tasks.spawn(evict_rate_limits(Arc::clone(&state), shutdown.clone()));
+    tasks.spawn(housekeeping(Arc::clone(&state), hub, shutdown.clone()));
     if let Some(listener) = listeners.metrics {
         let addr = listener.local_addr().map_err(LaunchError::Serve)?;
         tracing::info!(%addr, "metrics listening on /metrics");
@@ -173,8 +178,19 @@ pub async fn launch_with_clock(
     )
     .with_graceful_shutdown(shutdown.clone().cancelled_owned())
     .await;
-    // However the API listener ended, everything else stops with it.
+    // However the API listener ended, everything else stops with it. Sessions close with
+    // 1001 and flush what they owe; one that cannot within the grace period is abandoned.
     shutdown.cancel();
+    state.gateway.sessions.close();
+    if tokio::time::timeout(grace, state.gateway.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = state.gateway.registry.len(),
+            "sessions still open after the shutdown grace period"
+        );
+    }
     tasks.close();
     tasks.wait().await;
     sqlite.close().await;
@@ -182,12 +198,16 @@ pub async fn launch_with_clock(
     served.map_err(LaunchError::Serve)
 }
 
-async fn evict_rate_limits(state: Arc<AppState>, shutdown: CancellationToken) {
+/// Periodic clean-up: forgets recovered rate-limit keys and channel rings nobody listens to.
+async fn housekeeping(state: Arc<AppState>, hub: Arc<LocalHub>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = every.tick() => state.limits.evict(),
+            _ = every.tick() => {
+                state.limits.evict();
+                hub.sweep();
+            }
         }
     }
 }

@@ -7,9 +7,11 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod devices;
+pub mod gateway;
 pub mod http;
 mod launch;
 pub mod metrics;

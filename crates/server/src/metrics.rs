@@ -15,6 +15,15 @@ pub const AUTH_FAILURES: &str = "auth_failures_total";
 pub const RATE_LIMIT_HITS: &str = "http_rate_limit_hits_total";
 pub const DEVICE_AUTH: &str = "device_auth_total";
 
+// The gateway's names are fixed: dashboards already expect them.
+pub const GATEWAY_CONNECTIONS: &str = "gateway_connections_total";
+pub const GATEWAY_CONNECTIONS_ACTIVE: &str = "gateway_connections_active";
+pub const GATEWAY_MESSAGES: &str = "gateway_messages_total";
+pub const GATEWAY_MESSAGE_LATENCY: &str = "gateway_message_latency_seconds";
+pub const GATEWAY_RATE_LIMIT_HITS: &str = "gateway_rate_limit_hits_total";
+pub const GATEWAY_AUTH_FAILURES: &str = "gateway_auth_failures_total";
+pub const GATEWAY_TELEMETRY_POINTS: &str = "gateway_telemetry_points_total";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder (once) and returns its handle.
@@ -33,6 +42,15 @@ pub fn install() -> PrometheusHandle {
                     b.set_buckets_for_metric(
                         Matcher::Full(PASSWORD_HASH_DURATION.into()),
                         &latency_buckets,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(GATEWAY_MESSAGE_LATENCY.into()),
+                        &[
+                            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                            0.25, 0.5, 1.0,
+                        ],
                     )
                 });
             let recorder = match builder {

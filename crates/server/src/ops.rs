@@ -6,7 +6,11 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use unhidra_proto::admin::{AuditEntry, AuditPage};
+use std::sync::atomic::Ordering;
+
+use axum::extract::Path;
+use unhidra_proto::admin::{AuditEntry, AuditPage, ConnectionInfo, ConnectionList};
+use unhidra_proto::ws::{close, Principal};
 use unhidra_proto::ErrorBody;
 use utoipa::IntoParams;
 
@@ -92,4 +96,76 @@ pub async fn audit(
             })
             .collect(),
     }))
+}
+
+/// Every live WebSocket connection (administrators only).
+#[utoipa::path(get, path = "/api/v1/admin/connections", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Live connections", body = ConnectionList),
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "Not an administrator", body = ErrorBody),
+    ))]
+pub async fn connections(
+    State(state): State<SharedState>,
+    _admin: AdminUser,
+) -> Json<ConnectionList> {
+    let connections = state
+        .gateway
+        .registry
+        .list()
+        .iter()
+        .map(|c| {
+            let (kind, principal_id) = match &c.principal {
+                Principal::User { id } => ("user", id.clone()),
+                Principal::Device { id } => ("device", id.clone()),
+            };
+            ConnectionInfo {
+                connection_id: c.id.clone(),
+                kind: kind.to_owned(),
+                principal_id,
+                ip: c.ip.to_string(),
+                user_agent: c.user_agent.clone(),
+                connected_at: c.connected_at,
+                frames_in: c.frames_in.load(Ordering::Relaxed),
+                frames_out: c.frames_out.load(Ordering::Relaxed),
+            }
+        })
+        .collect();
+    Json(ConnectionList { connections })
+}
+
+/// Close a live WebSocket connection (administrators only); the client sees close code 1008.
+#[utoipa::path(delete, path = "/api/v1/admin/connections/{id}", tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Connection id")),
+    responses(
+        (status = 204, description = "The connection is being closed"),
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 403, description = "Not an administrator", body = ErrorBody),
+        (status = 404, description = "No such live connection", body = ErrorBody),
+    ))]
+pub async fn close_connection(
+    State(state): State<SharedState>,
+    AdminUser(admin): AdminUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let kick = crate::gateway::registry::Kick {
+        code: close::POLICY_VIOLATION,
+        reason: "closed by an administrator",
+    };
+    if !state.gateway.registry.close_connection(&id, kick) {
+        return Err(ApiError::not_found("no such live connection"));
+    }
+    state
+        .audit
+        .record(crate::audit::Event {
+            kind: crate::audit::kind::ADMIN_CONNECTION_CLOSED,
+            actor: Some(&admin.id),
+            subject: Some(&id),
+            ip: None,
+            detail: json!({}),
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -19,6 +19,8 @@ pub enum Limit {
     Login,
     Register,
     DeviceRegister,
+    /// WebSocket handshakes from one address.
+    WsConnect,
 }
 
 impl Limit {
@@ -27,18 +29,22 @@ impl Limit {
             Self::Login => "login",
             Self::Register => "register",
             Self::DeviceRegister => "device_register",
+            Self::WsConnect => "ws_connect_ip",
         }
     }
 }
 
-type Keyed<C> =
-    RateLimiter<IpAddr, DashMapStateStore<IpAddr>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+type Keyed<C, K = IpAddr> =
+    RateLimiter<K, DashMapStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 /// The limits, on the real clock in the server and a fake one in tests.
 pub struct RateLimits<C: Clock = DefaultClock> {
     login: Keyed<C>,
     register: Keyed<C>,
     device_register: Keyed<C>,
+    ws_connect: Keyed<C>,
+    /// WebSocket handshakes per user id.
+    ws_connect_user: Keyed<C, String>,
     clock: C,
 }
 
@@ -67,6 +73,13 @@ impl<C: Clock + Clone> RateLimits<C> {
             login: keyed(Quota::per_minute(nonzero(config.login_per_minute))),
             register: keyed(Quota::per_hour(nonzero(config.register_per_hour))),
             device_register: keyed(Quota::per_hour(nonzero(config.device_register_per_hour))),
+            ws_connect: keyed(Quota::per_minute(nonzero(
+                config.ws_connect_per_minute_per_ip,
+            ))),
+            ws_connect_user: RateLimiter::dashmap_with_clock(
+                Quota::per_minute(nonzero(config.ws_connect_per_minute_per_user)),
+                clock.clone(),
+            ),
             clock,
         }
     }
@@ -76,39 +89,70 @@ impl<C: Clock + Clone> RateLimits<C> {
             Limit::Login => &self.login,
             Limit::Register => &self.register,
             Limit::DeviceRegister => &self.device_register,
+            Limit::WsConnect => &self.ws_connect,
         }
     }
 
     /// Takes one unit of `limit` for `ip`, or refuses with 429 and the seconds to wait.
     pub fn check(&self, limit: Limit, ip: IpAddr) -> Result<(), ApiError> {
-        match self.limiter(limit).check_key(&bucket(ip)) {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                metrics::counter!(crate::metrics::RATE_LIMIT_HITS, "limit" => limit.label())
-                    .increment(1);
+        self.limiter(limit)
+            .check_key(&bucket(ip))
+            .map_err(|not_until| {
                 let wait = not_until.wait_time_from(self.clock.now());
-                Err(ApiError::rate_limited(wait.as_secs() + 1))
-            }
-        }
+                match limit {
+                    Limit::WsConnect => refuse_ws("connect_ip", wait),
+                    _ => {
+                        metrics::counter!(crate::metrics::RATE_LIMIT_HITS, "limit" => limit.label())
+                            .increment(1);
+                        ApiError::rate_limited(wait.as_secs() + 1)
+                    }
+                }
+            })
+    }
+
+    /// Takes one WebSocket handshake of `user_id`'s allowance.
+    pub fn check_ws_user(&self, user_id: &str) -> Result<(), ApiError> {
+        self.ws_connect_user
+            .check_key(&user_id.to_owned())
+            .map_err(|not_until| {
+                refuse_ws("connect_user", not_until.wait_time_from(self.clock.now()))
+            })
     }
 
     /// Forgets keys whose limits have fully recovered (at most two replenish periods after
     /// their last use), so memory follows recent traffic, not every address ever seen.
     pub fn evict(&self) {
-        for limiter in [&self.login, &self.register, &self.device_register] {
+        for limiter in [
+            &self.login,
+            &self.register,
+            &self.device_register,
+            &self.ws_connect,
+        ] {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
+        self.ws_connect_user.retain_recent();
+        self.ws_connect_user.shrink_to_fit();
     }
 
     /// How many keys are tracked across all limits.
     pub fn len(&self) -> usize {
-        self.login.len() + self.register.len() + self.device_register.len()
+        self.login.len()
+            + self.register.len()
+            + self.device_register.len()
+            + self.ws_connect.len()
+            + self.ws_connect_user.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A refused WebSocket handshake, counted under the gateway's metric.
+fn refuse_ws(kind: &'static str, wait: std::time::Duration) -> ApiError {
+    metrics::counter!(crate::metrics::GATEWAY_RATE_LIMIT_HITS, "kind" => kind).increment(1);
+    ApiError::rate_limited(wait.as_secs() + 1)
 }
 
 /// The key an address is counted under: itself for IPv4, its /64 for IPv6.
@@ -132,8 +176,7 @@ mod tests {
     fn config(login: u32) -> RateLimitConfig {
         RateLimitConfig {
             login_per_minute: login,
-            register_per_hour: 5,
-            device_register_per_hour: 10,
+            ..RateLimitConfig::default()
         }
     }
 

@@ -10,6 +10,7 @@ use crate::audit::Audit;
 use crate::auth::password::Passwords;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::gateway::Gateway;
 use crate::rate_limit::RateLimits;
 
 pub type SharedState = Arc<AppState>;
@@ -23,4 +24,5 @@ pub struct AppState {
     pub limits: RateLimits,
     pub clock: Arc<dyn Clock>,
     pub audit: Audit,
+    pub gateway: Gateway,
 }

@@ -13,11 +13,20 @@ use unhidra_store::{NewUser, RotateOutcome, StoreError};
 use unhidra_tokens::opaque::hash_refresh_token;
 
 use super::{policy, sessions};
+use unhidra_proto::ws::close;
+
 use crate::audit::{kind, Event};
+use crate::gateway::registry::Kick;
 use crate::http::extract::{ApiJson, AuthUser, ClientIp};
 use crate::http::ApiError;
 use crate::rate_limit::Limit;
 use crate::state::SharedState;
+
+/// How sockets of an ended session are closed.
+const SESSION_ENDED: Kick = Kick {
+    code: close::POLICY_VIOLATION,
+    reason: "session ended",
+};
 
 fn invalid_refresh() -> ApiError {
     ApiError::new(
@@ -193,6 +202,10 @@ pub async fn refresh(
             Ok(Json(pair))
         }
         RotateOutcome::Reused(session) => {
+            state
+                .gateway
+                .registry
+                .close_session(&session.session_id, SESSION_ENDED);
             tracing::warn!(
                 user_id = %session.user_id,
                 session_id = %session.session_id,
@@ -236,6 +249,10 @@ pub async fn logout(
         .await?
     {
         state
+            .gateway
+            .registry
+            .close_session(&session.session_id, SESSION_ENDED);
+        state
             .audit
             .record(Event {
                 kind: kind::LOGOUT,
@@ -267,6 +284,10 @@ pub async fn logout_all(
         .store
         .revoke_user_sessions(&auth.user_id, state.clock.now())
         .await?;
+    state
+        .gateway
+        .registry
+        .close_user(&auth.user_id, SESSION_ENDED);
     state
         .audit
         .record(Event {

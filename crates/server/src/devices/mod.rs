@@ -7,6 +7,7 @@
 //! CPU, where a password hash per key would cost minutes.
 
 pub mod routes;
+pub mod telemetry;
 
 use secrecy::ExposeSecret;
 use unhidra_store::StoreError;

@@ -10,7 +10,10 @@ use unhidra_proto::{ErrorBody, ErrorCode};
 use unhidra_store::NewDevice;
 use unhidra_tokens::opaque::DeviceKey;
 
+use unhidra_proto::ws::close;
+
 use crate::audit::{kind, Event};
+use crate::gateway::registry::Kick;
 use crate::http::extract::{ApiJson, AuthDevice, AuthUser, ClientIp};
 use crate::http::ApiError;
 use crate::rate_limit::Limit;
@@ -195,6 +198,14 @@ pub async fn revoke(
     {
         return Err(ApiError::not_found("no such device"));
     }
+    // Live connections of the device end now, not at their next reconnect.
+    state.gateway.registry.close_device(
+        &id,
+        Kick {
+            code: close::POLICY_VIOLATION,
+            reason: "device revoked",
+        },
+    );
     state
         .audit
         .record(Event {

@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use super::middleware::{protective_headers, track_metrics};
 use super::ApiError;
 use crate::state::SharedState;
-use crate::{auth, devices, ops};
+use crate::{auth, chat, devices, gateway, ops};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,6 +33,8 @@ use crate::{auth, devices, ops};
     tags(
         (name = "auth", description = "Accounts and sessions"),
         (name = "devices", description = "The device registry"),
+        (name = "channels", description = "Channels (membership decides who may read and post)"),
+        (name = "gateway", description = "The WebSocket endpoint (see docs/protocol.md)"),
         (name = "admin", description = "Administrators only"),
         (name = "ops", description = "Health, readiness and signing keys"),
     )
@@ -77,7 +79,12 @@ fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(devices::routes::create, devices::routes::list))
         .routes(routes!(devices::routes::get, devices::routes::revoke))
         .routes(routes!(devices::routes::whoami))
+        .routes(routes!(chat::routes::create))
+        .routes(routes!(chat::routes::add_member))
+        .routes(routes!(gateway::handshake::upgrade))
         .routes(routes!(ops::audit))
+        .routes(routes!(ops::connections))
+        .routes(routes!(ops::close_connection))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::jwks))

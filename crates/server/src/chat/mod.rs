@@ -1,0 +1,129 @@
+//! Channels and messages: who may read and post where, and the one path a message takes
+//! from a publisher to its subscribers.
+//!
+//! A publish: membership check → `Store::append_message` assigns the channel's next seq in
+//! the transaction that stores it → the hub fans the stored message out. The caller acks only
+//! after this returns, so an ack always means "durably stored". A retry with the same
+//! `client_msg_id` returns the stored message and is not fanned out again.
+
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::Utf8Bytes;
+use unhidra_proto::ws::ServerFrame;
+use unhidra_proto::ErrorCode;
+use unhidra_store::{Appended, Message, NewMessage, StoreError};
+
+use crate::gateway::hub::Delivery;
+use crate::state::AppState;
+
+/// Largest message body, in bytes.
+pub const MAX_BODY_BYTES: usize = 32 * 1024;
+const MAX_CLIENT_MSG_ID: usize = 64;
+
+/// Why a chat action was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("{1}")]
+    Invalid(ErrorCode, &'static str),
+    #[error("not a member of this channel")]
+    NotMember,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ChatError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Invalid(code, _) => *code,
+            Self::NotMember => ErrorCode::Forbidden,
+            Self::Store(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The message a client sees (a store failure's cause stays in the log).
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Store(err) => {
+                tracing::error!(error = %err, "chat store failure");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Whether `user_id` may read and post in `channel_id`: members only. (Public channels are
+/// joined through `POST /api/v1/channels/{id}/members` first.)
+pub async fn is_member(
+    state: &AppState,
+    user_id: &str,
+    channel_id: &str,
+) -> Result<bool, ChatError> {
+    Ok(state.store.is_member(channel_id, user_id).await?)
+}
+
+/// The `message` frame for a stored message.
+pub fn message_frame(message: &Message) -> Utf8Bytes {
+    let frame = ServerFrame::Message {
+        channel: message.channel_id.clone(),
+        id: message.id.clone(),
+        seq: message.seq,
+        sender: message.sender_id.clone(),
+        body: message.body.clone(),
+        ts: message.created_at,
+    };
+    // Serializing a frame of strings and numbers cannot fail.
+    Utf8Bytes::from(serde_json::to_string(&frame).unwrap_or_default())
+}
+
+/// Stores a message and fans it out; see the module docs.
+pub async fn publish(
+    state: &AppState,
+    sender_id: &str,
+    channel_id: &str,
+    body: String,
+    client_msg_id: String,
+    received_at: Instant,
+) -> Result<Appended, ChatError> {
+    if body.is_empty() || body.len() > MAX_BODY_BYTES {
+        return Err(ChatError::Invalid(
+            ErrorCode::InvalidField,
+            "body must be 1 to 32768 bytes",
+        ));
+    }
+    if client_msg_id.is_empty()
+        || client_msg_id.len() > MAX_CLIENT_MSG_ID
+        || client_msg_id.chars().any(char::is_control)
+    {
+        return Err(ChatError::Invalid(
+            ErrorCode::InvalidField,
+            "client_msg_id must be 1 to 64 bytes without control characters",
+        ));
+    }
+    if !is_member(state, sender_id, channel_id).await? {
+        return Err(ChatError::NotMember);
+    }
+    let appended = state
+        .store
+        .append_message(NewMessage {
+            id: uuid::Uuid::now_v7().to_string(),
+            channel_id: channel_id.to_owned(),
+            sender_id: sender_id.to_owned(),
+            client_msg_id,
+            body,
+            created_at: state.clock.now(),
+        })
+        .await?;
+    if !appended.duplicate {
+        state.gateway.hub.publish(Arc::new(Delivery {
+            channel: channel_id.to_owned(),
+            seq: appended.message.seq,
+            frame: message_frame(&appended.message),
+            received_at,
+        }));
+    }
+    Ok(appended)
+}

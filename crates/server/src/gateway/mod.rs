@@ -1,0 +1,41 @@
+//! The real-time gateway: one WebSocket endpoint, `GET /ws`, for people and devices.
+//!
+//! - [`handshake`]: rate limits, origin check and authentication from
+//!   `Sec-WebSocket-Protocol`, all before the upgrade.
+//! - [`session`]: one connection's loop: frames in, acks and deliveries out, pings, limits.
+//! - [`registry`]: every live connection, and closing them from the server side.
+//! - [`hub`]: fan-out of stored messages to subscribed sessions (the seam for NATS).
+
+pub mod handshake;
+pub mod hub;
+pub mod registry;
+pub mod session;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use hub::Hub;
+use registry::Registry;
+
+/// The gateway's shared parts.
+pub struct Gateway {
+    pub registry: Registry,
+    pub hub: Arc<dyn Hub>,
+    /// Every session task, so shutdown can wait for them.
+    pub sessions: TaskTracker,
+    /// Cancelled when the server shuts down; every session closes with 1001.
+    pub shutdown: CancellationToken,
+}
+
+impl Gateway {
+    pub fn new(hub: Arc<dyn Hub>, shutdown: CancellationToken) -> Self {
+        Self {
+            registry: Registry::default(),
+            hub,
+            sessions: TaskTracker::new(),
+            shutdown,
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Every live WebSocket connection: who, from where, since when, how busy; and a way to
+//! close any of them from the server side (revocation, logout, administrators).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use unhidra_proto::ws::Principal;
+
+/// Why the server closes a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kick {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// A live connection's entry.
+#[derive(Debug)]
+pub struct Connection {
+    pub id: String,
+    pub principal: Principal,
+    /// For users: the login session the access token belonged to.
+    pub session_id: Option<String>,
+    pub ip: IpAddr,
+    pub user_agent: Option<String>,
+    pub connected_at: OffsetDateTime,
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    kick: mpsc::Sender<Kick>,
+}
+
+impl Connection {
+    pub fn count_in(&self) {
+        self.frames_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_out(&self, n: u64) {
+        self.frames_out.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What registering a connection gives its session.
+pub struct Registration {
+    pub connection: Arc<Connection>,
+    pub kicks: mpsc::Receiver<Kick>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    connections: DashMap<String, Arc<Connection>>,
+}
+
+/// The fields of a new entry.
+pub struct NewConnection {
+    pub principal: Principal,
+    pub session_id: Option<String>,
+    pub ip: IpAddr,
+    pub user_agent: Option<String>,
+    pub connected_at: OffsetDateTime,
+}
+
+impl Registry {
+    pub fn register(&self, new: NewConnection) -> Registration {
+        let (kick, kicks) = mpsc::channel(1);
+        let connection = Arc::new(Connection {
+            id: uuid::Uuid::now_v7().to_string(),
+            principal: new.principal,
+            session_id: new.session_id,
+            ip: new.ip,
+            user_agent: new.user_agent,
+            connected_at: new.connected_at,
+            frames_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
+            kick,
+        });
+        self.connections
+            .insert(connection.id.clone(), Arc::clone(&connection));
+        Registration { connection, kicks }
+    }
+
+    pub fn unregister(&self, id: &str) {
+        self.connections.remove(id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.connections.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.connections.is_empty()
+    }
+
+    /// A snapshot of every live connection.
+    pub fn list(&self) -> Vec<Arc<Connection>> {
+        self.connections
+            .iter()
+            .map(|e| Arc::clone(e.value()))
+            .collect()
+    }
+
+    /// Asks every connection matching `which` to close; returns how many were asked.
+    pub fn close_where(&self, which: impl Fn(&Connection) -> bool, kick: Kick) -> usize {
+        let mut asked = 0;
+        for entry in self.connections.iter() {
+            if which(entry.value()) {
+                // A full slot means a kick is already pending; either way it closes.
+                let _ = entry.value().kick.try_send(kick.clone());
+                asked += 1;
+            }
+        }
+        asked
+    }
+
+    pub fn close_connection(&self, id: &str, kick: Kick) -> bool {
+        self.close_where(|c| c.id == id, kick) > 0
+    }
+
+    pub fn close_device(&self, device_id: &str, kick: Kick) -> usize {
+        self.close_where(
+            |c| matches!(&c.principal, Principal::Device { id } if id == device_id),
+            kick,
+        )
+    }
+
+    pub fn close_user(&self, user_id: &str, kick: Kick) -> usize {
+        self.close_where(
+            |c| matches!(&c.principal, Principal::User { id } if id == user_id),
+            kick,
+        )
+    }
+
+    pub fn close_session(&self, session_id: &str, kick: Kick) -> usize {
+        self.close_where(|c| c.session_id.as_deref() == Some(session_id), kick)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(principal: Principal, session: Option<&str>) -> NewConnection {
+        NewConnection {
+            principal,
+            session_id: session.map(str::to_owned),
+            ip: "127.0.0.1".parse().unwrap(),
+            user_agent: None,
+            connected_at: OffsetDateTime::now_utc(),
+        }
+    }
+
+    #[tokio::test]
+    async fn closes_reach_exactly_the_matching_connections() {
+        let registry = Registry::default();
+        let mut dev = registry.register(new(Principal::Device { id: "d1".into() }, None));
+        let mut u1 = registry.register(new(Principal::User { id: "u1".into() }, Some("s1")));
+        let mut u1b = registry.register(new(Principal::User { id: "u1".into() }, Some("s2")));
+        let kick = Kick {
+            code: 1008,
+            reason: "revoked",
+        };
+        assert_eq!(registry.close_device("d1", kick.clone()), 1);
+        assert_eq!(dev.kicks.recv().await.unwrap(), kick);
+        assert_eq!(registry.close_session("s2", kick.clone()), 1);
+        assert!(u1b.kicks.try_recv().is_ok());
+        assert!(u1.kicks.try_recv().is_err());
+        assert_eq!(registry.close_user("u1", kick.clone()), 2);
+        assert!(u1.kicks.try_recv().is_ok());
+        assert_eq!(registry.len(), 3);
+        registry.unregister(&dev.connection.id);
+        assert_eq!(registry.len(), 2);
+    }
+}

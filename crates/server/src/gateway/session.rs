@@ -1,0 +1,536 @@
+//! One WebSocket connection, from welcome to close.
+//!
+//! The loop waits on, in order of priority: shutdown (close 1001), a server-side kick
+//! (revocation, logout: its code), the next client frame, the next delivery from a subscribed
+//! channel, and the ping timer. Outgoing frames are fed to the socket and flushed once per
+//! turn of the loop, so a burst of deliveries costs one write.
+//!
+//! Per subscribed channel the session remembers the last seq it sent. Deliveries at or below
+//! it are duplicates and skipped; a delivery past `last + 1` means an earlier one is still on
+//! its way (publishers race to the hub), so the gap is read from the store first. The client
+//! therefore sees every message exactly once, in seq order.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamMap;
+use unhidra_proto::ws::{close, ClientFrame, Principal, ServerFrame};
+use unhidra_proto::ErrorCode;
+
+use super::hub::Delivery;
+use super::registry::{Connection, Kick, NewConnection};
+use crate::chat;
+use crate::state::SharedState;
+
+/// Stored messages read per page when replaying or filling a gap.
+const REPLAY_PAGE: u32 = 500;
+
+/// Who connected, as the handshake established it.
+pub struct SessionStart {
+    pub principal: Principal,
+    pub session_id: Option<String>,
+    pub ip: IpAddr,
+    pub user_agent: Option<String>,
+}
+
+/// Why the loop ended.
+enum End {
+    /// Close the socket with this code and reason.
+    Close(u16, &'static str),
+    /// The peer is gone or stuck: just drop the connection.
+    Drop,
+}
+
+struct Out {
+    sink: SplitSink<WebSocket, Message>,
+    connection: Arc<Connection>,
+    write_timeout: Duration,
+    fed: u64,
+}
+
+impl Out {
+    async fn feed(&mut self, message: Message) -> Result<(), End> {
+        match tokio::time::timeout(self.write_timeout, self.sink.feed(message)).await {
+            Ok(Ok(())) => {
+                self.fed += 1;
+                Ok(())
+            }
+            _ => Err(End::Drop),
+        }
+    }
+
+    async fn frame(&mut self, frame: &ServerFrame) -> Result<(), End> {
+        let text = serde_json::to_string(frame).map_err(|_| End::Drop)?;
+        self.feed(Message::Text(Utf8Bytes::from(text))).await
+    }
+
+    async fn error(
+        &mut self,
+        code: ErrorCode,
+        message: impl Into<String>,
+        reference: Option<String>,
+    ) -> Result<(), End> {
+        self.frame(&ServerFrame::Error {
+            code,
+            message: message.into(),
+            reference,
+        })
+        .await
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.fed == 0 {
+            return Ok(());
+        }
+        match tokio::time::timeout(self.write_timeout, self.sink.flush()).await {
+            Ok(Ok(())) => {
+                metrics::counter!(crate::metrics::GATEWAY_MESSAGES, "direction" => "out")
+                    .increment(self.fed);
+                self.connection.count_out(self.fed);
+                self.fed = 0;
+                Ok(())
+            }
+            _ => Err(End::Drop),
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let send = async {
+            let _ = self.sink.send(Message::Close(Some(frame))).await;
+            let _ = self.sink.close().await;
+        };
+        let _ = tokio::time::timeout(self.write_timeout, send).await;
+    }
+}
+
+struct Session {
+    state: SharedState,
+    principal: Principal,
+    out: Out,
+    subscriptions: StreamMap<String, BroadcastStream<Arc<Delivery>>>,
+    last_sent: HashMap<String, i64>,
+    limiter: DefaultDirectRateLimiter,
+    /// Frames refused by the limiter in the current one-second window.
+    refused: (Instant, u32),
+}
+
+/// Runs a connection to its end.
+pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
+    let kind = match start.principal {
+        Principal::User { .. } => "user",
+        Principal::Device { .. } => "device",
+    };
+    let registration = state.gateway.registry.register(NewConnection {
+        principal: start.principal.clone(),
+        session_id: start.session_id,
+        ip: start.ip,
+        user_agent: start.user_agent,
+        connected_at: state.clock.now(),
+    });
+    let connection = Arc::clone(&registration.connection);
+    metrics::counter!(crate::metrics::GATEWAY_CONNECTIONS, "kind" => kind).increment(1);
+    metrics::gauge!(crate::metrics::GATEWAY_CONNECTIONS_ACTIVE).increment(1.0);
+    tracing::debug!(connection = %connection.id, kind, "websocket connected");
+
+    let (sink, stream) = socket.split();
+    let per_second =
+        NonZeroU32::new(state.config.rate_limits.ws_messages_per_second).unwrap_or(NonZeroU32::MIN);
+    let mut session = Session {
+        out: Out {
+            sink,
+            connection: Arc::clone(&connection),
+            write_timeout: Duration::from_millis(state.config.gateway.write_timeout_ms),
+            fed: 0,
+        },
+        principal: start.principal,
+        subscriptions: StreamMap::new(),
+        last_sent: HashMap::new(),
+        limiter: RateLimiter::direct(Quota::per_second(per_second)),
+        refused: (Instant::now(), 0),
+        state: state.clone(),
+    };
+    let end = session.serve(stream, registration.kicks).await;
+    if let End::Close(code, reason) = end {
+        session.out.close(code, reason).await;
+    }
+    state.gateway.registry.unregister(&connection.id);
+    metrics::gauge!(crate::metrics::GATEWAY_CONNECTIONS_ACTIVE).decrement(1.0);
+    tracing::debug!(connection = %connection.id, "websocket closed");
+}
+
+impl Session {
+    async fn serve(
+        &mut self,
+        mut stream: SplitStream<WebSocket>,
+        mut kicks: tokio::sync::mpsc::Receiver<Kick>,
+    ) -> End {
+        let shutdown = self.state.gateway.shutdown.clone();
+        let ping_every = Duration::from_millis(self.state.config.gateway.ping_interval_ms);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let mut unanswered_pings = 0u32;
+
+        let welcome = ServerFrame::Welcome {
+            connection_id: self.out.connection.id.clone(),
+            principal: self.principal.clone(),
+            max_message_bytes: self.state.config.gateway.max_message_bytes,
+        };
+        if let Err(end) = self.out.frame(&welcome).await {
+            return end;
+        }
+        loop {
+            if let Err(end) = self.out.flush().await {
+                return end;
+            }
+            let turn = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => Err(End::Close(close::GOING_AWAY, "server shutting down")),
+                kick = kicks.recv() => match kick {
+                    Some(kick) => Err(End::Close(kick.code, kick.reason)),
+                    None => Err(End::Drop),
+                },
+                frame = stream.next() => {
+                    unanswered_pings = 0;
+                    self.inbound(frame).await
+                }
+                Some((channel, item)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
+                    self.deliver(channel, item).await
+                }
+                _ = ping.tick() => {
+                    if unanswered_pings >= 2 {
+                        tracing::debug!(connection = %self.out.connection.id, "missed two pings");
+                        Err(End::Drop)
+                    } else {
+                        unanswered_pings += 1;
+                        self.out.feed(Message::Ping(Default::default())).await
+                    }
+                }
+            };
+            if let Err(end) = turn {
+                return end;
+            }
+        }
+    }
+
+    async fn inbound(&mut self, frame: Option<Result<Message, axum::Error>>) -> Result<(), End> {
+        let message = match frame {
+            None => return Err(End::Drop),
+            Some(Ok(message)) => message,
+            Some(Err(err)) => return read_error(&err),
+        };
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                self.count_in();
+                self.admit()?;
+                return self
+                    .out
+                    .error(
+                        ErrorCode::UnsupportedFrame,
+                        "binary frames are not supported; send JSON text frames",
+                        None,
+                    )
+                    .await;
+            }
+            // tungstenite answers pings itself; a pong is liveness, already noted.
+            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+            Message::Close(_) => return Err(End::Drop),
+        };
+        self.count_in();
+        if !self.admit()? {
+            return self
+                .out
+                .error(
+                    ErrorCode::RateLimited,
+                    "too many frames; this one was not processed",
+                    None,
+                )
+                .await;
+        }
+        let frame: ClientFrame = match serde_json::from_str(&text) {
+            Ok(frame) => frame,
+            Err(err) => {
+                return self
+                    .out
+                    .error(
+                        ErrorCode::InvalidJson,
+                        format!("invalid frame: {err}"),
+                        None,
+                    )
+                    .await
+            }
+        };
+        self.handle(frame).await
+    }
+
+    fn count_in(&self) {
+        self.out.connection.count_in();
+        metrics::counter!(crate::metrics::GATEWAY_MESSAGES, "direction" => "in").increment(1);
+    }
+
+    /// Takes one frame of the connection's allowance. `Ok(false)`: over the limit, refuse
+    /// the frame. A client that keeps sending at twice its allowance for a second is closed.
+    fn admit(&mut self) -> Result<bool, End> {
+        if self.limiter.check().is_ok() {
+            return Ok(true);
+        }
+        metrics::counter!(crate::metrics::GATEWAY_RATE_LIMIT_HITS, "kind" => "message")
+            .increment(1);
+        let now = Instant::now();
+        if now.duration_since(self.refused.0) >= Duration::from_secs(1) {
+            self.refused = (now, 0);
+        }
+        self.refused.1 += 1;
+        if self.refused.1 > self.state.config.rate_limits.ws_messages_per_second {
+            return Err(End::Close(close::POLICY_VIOLATION, "rate limit exceeded"));
+        }
+        Ok(false)
+    }
+
+    async fn handle(&mut self, frame: ClientFrame) -> Result<(), End> {
+        let received_at = Instant::now();
+        match (frame, self.principal.clone()) {
+            (ClientFrame::Ping {}, _) => self.out.frame(&ServerFrame::Pong {}).await,
+            (ClientFrame::Subscribe { channel, since }, Principal::User { id }) => {
+                self.subscribe(&id, channel, since).await
+            }
+            (ClientFrame::Unsubscribe { channel }, Principal::User { .. }) => {
+                self.subscriptions.remove(&channel);
+                self.last_sent.remove(&channel);
+                self.out.frame(&ServerFrame::Unsubscribed { channel }).await
+            }
+            (
+                ClientFrame::Publish {
+                    channel,
+                    body,
+                    client_msg_id,
+                },
+                Principal::User { id },
+            ) => {
+                let reference = client_msg_id.clone();
+                match chat::publish(&self.state, &id, &channel, body, client_msg_id, received_at)
+                    .await
+                {
+                    Ok(appended) => {
+                        self.out
+                            .frame(&ServerFrame::Ack {
+                                client_msg_id: reference,
+                                id: appended.message.id,
+                                seq: appended.message.seq,
+                                ts: appended.message.created_at,
+                            })
+                            .await
+                    }
+                    Err(err) => {
+                        self.out
+                            .error(err.code(), err.client_message(), Some(reference))
+                            .await
+                    }
+                }
+            }
+            (ClientFrame::Telemetry { metrics, ts }, Principal::Device { .. }) => {
+                match crate::devices::telemetry::validate(&metrics, ts, self.state.clock.now()) {
+                    Ok(points) => {
+                        metrics::counter!(crate::metrics::GATEWAY_TELEMETRY_POINTS)
+                            .increment(points);
+                        Ok(())
+                    }
+                    Err(why) => self.out.error(ErrorCode::InvalidField, why, None).await,
+                }
+            }
+            (ClientFrame::Heartbeat { .. }, Principal::Device { .. }) => Ok(()),
+            (
+                ClientFrame::Subscribe { channel, .. }
+                | ClientFrame::Unsubscribe { channel }
+                | ClientFrame::Publish { channel, .. },
+                Principal::Device { .. },
+            ) => {
+                self.out
+                    .error(
+                        ErrorCode::Forbidden,
+                        "devices cannot use chat channels",
+                        Some(channel),
+                    )
+                    .await
+            }
+            (
+                ClientFrame::Telemetry { .. } | ClientFrame::Heartbeat { .. },
+                Principal::User { .. },
+            ) => {
+                self.out
+                    .error(
+                        ErrorCode::Forbidden,
+                        "only devices send telemetry and heartbeats",
+                        None,
+                    )
+                    .await
+            }
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        user_id: &str,
+        channel: String,
+        since: Option<i64>,
+    ) -> Result<(), End> {
+        let forbidden = || "no such channel, or not a member";
+        match chat::is_member(&self.state, user_id, &channel).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return self
+                    .out
+                    .error(ErrorCode::Forbidden, forbidden(), Some(channel))
+                    .await
+            }
+            Err(err) => {
+                return self
+                    .out
+                    .error(err.code(), err.client_message(), Some(channel))
+                    .await
+            }
+        }
+        let resubscribe = self.subscriptions.contains_key(&channel);
+        if !resubscribe && self.subscriptions.len() >= self.state.config.gateway.max_subscriptions {
+            return self
+                .out
+                .error(
+                    ErrorCode::BadRequest,
+                    "too many subscriptions on this connection",
+                    Some(channel),
+                )
+                .await;
+        }
+        // Listen before reading the store, so nothing committed in between is missed; the
+        // seq filter drops what both paths carry.
+        let receiver = self.state.gateway.hub.subscribe(&channel);
+        let baseline = match since {
+            Some(since) => since.max(0),
+            None => match self.state.store.channel_by_id(&channel).await {
+                Ok(Some(c)) => c.last_seq,
+                Ok(None) => {
+                    return self
+                        .out
+                        .error(ErrorCode::Forbidden, forbidden(), Some(channel))
+                        .await
+                }
+                Err(err) => return self.store_error(err, channel).await,
+            },
+        };
+        self.last_sent.insert(channel.clone(), baseline);
+        if since.is_some() {
+            self.send_stored(&channel, i64::MAX).await?;
+        }
+        let seq = self.last_sent.get(&channel).copied().unwrap_or(baseline);
+        self.subscriptions
+            .insert(channel.clone(), BroadcastStream::new(receiver));
+        self.out
+            .frame(&ServerFrame::Subscribed { channel, seq })
+            .await
+    }
+
+    /// Sends stored messages after the channel's last sent seq, up to `until` (inclusive).
+    async fn send_stored(&mut self, channel: &str, until: i64) -> Result<(), End> {
+        loop {
+            let after = self.last_sent.get(channel).copied().unwrap_or(0);
+            if after >= until {
+                return Ok(());
+            }
+            let page = match self
+                .state
+                .store
+                .messages_after(channel, after, REPLAY_PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::error!(error = %err, channel, "reading stored messages failed");
+                    return Err(End::Close(
+                        close::TRY_AGAIN_LATER,
+                        "store unavailable; resync with since",
+                    ));
+                }
+            };
+            let full = page.len() == REPLAY_PAGE as usize;
+            for message in page.iter().take_while(|m| m.seq <= until) {
+                self.out
+                    .feed(Message::Text(chat::message_frame(message)))
+                    .await?;
+                self.last_sent.insert(channel.to_owned(), message.seq);
+            }
+            if !full {
+                return Ok(());
+            }
+            // Keep replays from piling up unflushed in memory.
+            self.out.flush().await?;
+        }
+    }
+
+    async fn deliver(
+        &mut self,
+        channel: String,
+        item: Result<Arc<Delivery>, BroadcastStreamRecvError>,
+    ) -> Result<(), End> {
+        let delivery = match item {
+            Ok(delivery) => delivery,
+            Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                tracing::info!(connection = %self.out.connection.id, missed, "subscriber fell behind; closing");
+                return Err(End::Close(
+                    close::TRY_AGAIN_LATER,
+                    "too slow; reconnect and resync with since",
+                ));
+            }
+        };
+        let last = self.last_sent.get(&channel).copied().unwrap_or(0);
+        if delivery.seq <= last {
+            return Ok(());
+        }
+        if delivery.seq > last + 1 {
+            self.send_stored(&channel, delivery.seq - 1).await?;
+        }
+        self.out.feed(Message::Text(delivery.frame.clone())).await?;
+        self.last_sent.insert(channel, delivery.seq);
+        metrics::histogram!(crate::metrics::GATEWAY_MESSAGE_LATENCY)
+            .record(delivery.received_at.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    async fn store_error(
+        &mut self,
+        err: unhidra_store::StoreError,
+        channel: String,
+    ) -> Result<(), End> {
+        tracing::error!(error = %err, "store failure in a session");
+        self.out
+            .error(ErrorCode::Internal, "internal error", Some(channel))
+            .await
+    }
+}
+
+/// What a read error means for the connection: an oversized message is closed with 1009;
+/// anything else (reset, protocol violation) ends it.
+fn read_error(err: &axum::Error) -> Result<(), End> {
+    use std::error::Error as _;
+    use tungstenite::error::{CapacityError, Error as WsError};
+    let inner = err.source().and_then(|s| s.downcast_ref::<WsError>());
+    tracing::debug!(error = %err, "websocket read failed");
+    match inner {
+        Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
+            Err(End::Close(close::TOO_BIG, "message too big"))
+        }
+        _ => Err(End::Drop),
+    }
+}
