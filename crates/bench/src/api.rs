@@ -1,13 +1,14 @@
 //! A small typed client for the REST calls the benchmarks make.
 //!
-//! Setup calls (`register`, `login`, `create_device`) fail with the server's error body. The
+//! Setup calls (`register`, `login`, `create_device`, `create_channel`, `add_member`) fail with the server's error body. The
 //! measured calls (`login_status`, `device_status`, `get_status`) return only the status, or
 //! `None` when no response came, after reading the whole body, so a sample's latency covers the
 //! full response.
 
 use anyhow::{bail, Context};
 use reqwest::{Client, RequestBuilder, StatusCode};
-use unhidra_proto::auth::{LoginRequest, RegisterRequest, TokenPair};
+use unhidra_proto::auth::{LoginRequest, RegisterRequest, RegisterResponse, TokenPair};
+use unhidra_proto::channels::{AddMemberRequest, CreateChannelRequest, CreatedChannel};
 use unhidra_proto::devices::{CreateDeviceRequest, CreatedDevice};
 
 /// A password the server's policy accepts (at least 12 characters, zxcvbn score ≥ 3).
@@ -42,7 +43,8 @@ impl Api {
         format!("{}{path}", self.base)
     }
 
-    pub async fn register(&self, username: &str, password: &str) -> anyhow::Result<()> {
+    /// Registers a user; returns the new user's id.
+    pub async fn register(&self, username: &str, password: &str) -> anyhow::Result<String> {
         let body = RegisterRequest {
             username: username.to_owned(),
             password: password.to_owned(),
@@ -51,8 +53,12 @@ impl Api {
             .http
             .post(self.url("/api/v1/auth/register"))
             .json(&body);
-        expect(request, StatusCode::CREATED, "registering the user").await?;
-        Ok(())
+        let response = expect(request, StatusCode::CREATED, "registering the user").await?;
+        let created: RegisterResponse = response
+            .json()
+            .await
+            .context("reading the registration response")?;
+        Ok(created.user_id)
     }
 
     pub async fn login(&self, username: &str, password: &str) -> anyhow::Result<TokenPair> {
@@ -77,6 +83,49 @@ impl Api {
             .json()
             .await
             .context("reading the device registration response")
+    }
+
+    /// Creates a channel (the caller becomes its first member); returns its id.
+    pub async fn create_channel(
+        &self,
+        access: &str,
+        name: &str,
+        private: bool,
+    ) -> anyhow::Result<String> {
+        let body = CreateChannelRequest {
+            name: name.to_owned(),
+            private,
+        };
+        let request = self
+            .http
+            .post(self.url("/api/v1/channels"))
+            .bearer_auth(access)
+            .json(&body);
+        let response = expect(request, StatusCode::CREATED, "creating a channel").await?;
+        let created: CreatedChannel = response
+            .json()
+            .await
+            .context("reading the channel creation response")?;
+        Ok(created.id)
+    }
+
+    /// Adds `user_id` to a channel (a user may add themselves to a public one).
+    pub async fn add_member(
+        &self,
+        access: &str,
+        channel_id: &str,
+        user_id: &str,
+    ) -> anyhow::Result<()> {
+        let body = AddMemberRequest {
+            user_id: user_id.to_owned(),
+        };
+        let request = self
+            .http
+            .post(self.url(&format!("/api/v1/channels/{channel_id}/members")))
+            .bearer_auth(access)
+            .json(&body);
+        expect(request, StatusCode::NO_CONTENT, "joining a channel").await?;
+        Ok(())
     }
 
     /// `POST /api/v1/auth/login`, measured.

@@ -1,14 +1,23 @@
 //! Benchmarks of the Unhidra server, run by hand (never in tests); results are recorded in
 //! `docs/benchmarks.md`.
 //!
-//! Each benchmark starts its own server in-process (see [`target`]) unless pointed at a running
-//! one, drives it over real HTTP on loopback, and returns a report that prints as a human
+//! The HTTP benchmarks start their own server in-process (see [`target`]) unless pointed at a
+//! running one; the gateway benchmarks, which hold thousands of connections, run the `unhidra`
+//! binary as a separate process (see [`server_process`]) and read its memory and CPU from
+//! `/proc`. Each drives the server over loopback and returns a report that prints as a human
 //! summary or serialises to JSON. Every loop is bounded by a count or a duration.
 
 pub mod api;
 pub mod cpu;
 pub mod device_keys;
+pub mod gateway;
+pub mod gateway_fanout;
+pub mod gateway_idle;
+pub mod gateway_reconnect;
 pub mod login_flood;
+pub mod procfs;
+pub mod server_process;
 pub mod stats;
 pub mod target;
 pub mod workers;
+pub mod ws_client;

@@ -10,11 +10,12 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 use unhidra_bench::cpu::{CLIENT_THREAD, SERVER_THREAD};
-use unhidra_bench::{device_keys, login_flood};
+use unhidra_bench::{device_keys, gateway_fanout, gateway_idle, gateway_reconnect, login_flood};
 
-/// Benchmarks of the Unhidra server. Each starts a server in-process on 127.0.0.1 with a fresh
-/// temporary data dir (per-address rate limits raised, since all load comes from one address),
-/// loads it over HTTP, prints a summary and stops it.
+/// Benchmarks of the Unhidra server. Each starts a server on 127.0.0.1 with a fresh temporary
+/// data dir and its rate limits raised (all load comes from loopback): in-process for the HTTP
+/// benchmarks, as a separate `unhidra serve` process for the gateway ones. It loads the server,
+/// prints a summary and stops it.
 #[derive(Debug, Parser)]
 #[command(name = "unhidra-bench", version)]
 struct Cli {
@@ -31,6 +32,12 @@ enum Command {
     LoginFlood(login_flood::LoginFloodArgs),
     /// Device-key verifications per second: a reconnect storm over HTTP and direct calls.
     DeviceKeys(device_keys::DeviceKeysArgs),
+    /// Server memory per idle authenticated WebSocket connection, up to --connections.
+    GatewayIdle(gateway_idle::GatewayIdleArgs),
+    /// One channel with --subscribers subscribers: deliveries/s and publish→receive latency.
+    GatewayFanout(gateway_fanout::GatewayFanoutArgs),
+    /// --devices devices reconnecting over WebSocket at once: time until all are welcomed.
+    GatewayReconnect(gateway_reconnect::GatewayReconnectArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,6 +76,21 @@ fn main() -> anyhow::Result<()> {
                 let report = device_keys::run(args, &server).await?;
                 output(&report, cli.json)?;
                 device_keys::check(&report)
+            }
+            Command::GatewayIdle(args) => {
+                let report = gateway_idle::run(args).await?;
+                output(&report, cli.json)?;
+                gateway_idle::check(&report)
+            }
+            Command::GatewayFanout(args) => {
+                let report = gateway_fanout::run(args).await?;
+                output(&report, cli.json)?;
+                gateway_fanout::check(&report)
+            }
+            Command::GatewayReconnect(args) => {
+                let report = gateway_reconnect::run(args).await?;
+                output(&report, cli.json)?;
+                gateway_reconnect::check(&report)
             }
         }
     });

@@ -76,7 +76,7 @@ impl std::fmt::Display for ServerInfo {
 }
 
 /// The first three fields of `/proc/loadavg`, where there is one.
-fn load_average() -> Option<String> {
+pub fn load_average() -> Option<String> {
     let line = std::fs::read_to_string("/proc/loadavg").ok()?;
     Some(
         line.split_whitespace()

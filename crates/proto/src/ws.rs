@@ -21,6 +21,9 @@ pub const DEVICE_PREFIX: &str = "device.";
 pub mod close {
     /// The server is shutting down; reconnect later and resync with `since`.
     pub const GOING_AWAY: u16 = 1001;
+    /// A text frame was not valid UTF-8 (RFC 6455 requires failing the connection); an
+    /// `error` frame with code `unsupported_frame` is sent first.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// Credentials were revoked, or the client kept breaking the rate limit.
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame or message exceeded the size limit.
@@ -111,6 +114,8 @@ pub enum ServerFrame {
         seq: i64,
         sender: String,
         body: String,
+        /// The sender's idempotency key, so a sender recognises its own messages in a replay.
+        client_msg_id: String,
         #[serde(with = "time::serde::rfc3339")]
         ts: OffsetDateTime,
     },

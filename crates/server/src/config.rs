@@ -3,7 +3,8 @@
 //! Layering (defaults, then a TOML file, then `UNHIDRA_*` environment variables, then CLI
 //! flags) happens in the binary; this module defines the shape, the defaults and the checks.
 //! Unknown keys in a file are refused, so a typo never silently falls back to a default.
-//! Nothing here is a secret: keys live in files in the data dir, written 0600.
+//! Nothing here is a secret: keys live in files in the data dir, written 0600, and the TLS
+//! key in a file of its own that group and others must not be able to read.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,8 +15,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Address of the API (and, later, WebSocket) listener.
+    /// Address of the API listener (REST and the WebSocket at `/ws`).
     pub listen: SocketAddr,
+    /// PEM certificate chain (leaf first). With `tls_key`, the API listener speaks only
+    /// HTTPS/WSS; without both, plain HTTP (for loopback or behind a TLS-terminating proxy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) of `tls_cert`; refused unless group and
+    /// others have no access to it (mode 0600 or 0400).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     /// Directory holding the database and key files; created with mode 0700.
     pub data_dir: PathBuf,
     /// Address of the Prometheus metrics listener (path `/metrics`).
@@ -35,6 +44,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
             data_dir: PathBuf::from("./data"),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9091)),
             log_format: LogFormat::Text,
@@ -156,6 +167,9 @@ impl Config {
     /// Checks the values that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |msg: &str| Err(ConfigError(msg.to_string()));
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return fail("tls_cert and tls_key must be set together (or neither, for plain HTTP)");
+        }
         if self.max_body_bytes < 1024 {
             return fail("max_body_bytes must be at least 1024");
         }
@@ -238,6 +252,26 @@ mod tests {
         let mut c = Config::default();
         c.auth.access_token_ttl_secs = 5;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn tls_needs_both_the_certificate_and_the_key() {
+        let c: Config = toml_from("tls_cert = \"/etc/unhidra/cert.pem\"\n");
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().contains("tls_cert and tls_key"), "{err}");
+        let c: Config = toml_from("tls_key = \"/etc/unhidra/key.pem\"\n");
+        assert!(c.validate().is_err());
+        let c: Config =
+            toml_from("tls_cert = \"/etc/unhidra/cert.pem\"\ntls_key = \"/etc/unhidra/key.pem\"\n");
+        c.validate().unwrap();
+        assert_eq!(c.tls_key, Some(PathBuf::from("/etc/unhidra/key.pem")));
+    }
+
+    #[test]
+    fn plain_http_leaves_tls_out_of_the_rendered_config() {
+        let text = toml::to_string_pretty(&Config::default()).unwrap();
+        assert!(!text.contains("tls_"), "{text}");
+        assert_eq!(toml_from(&text), Config::default());
     }
 
     fn toml_from(s: &str) -> Config {

@@ -1,8 +1,9 @@
 //! Assembling and running the server.
 //!
 //! [`launch`] opens the store, loads (or creates) the keys, builds the shared state, serves
-//! the API and the metrics listener, and runs background tasks, all until the shutdown token
-//! is cancelled. It returns once in-flight requests have drained and every task has finished.
+//! the API (over TLS when a certificate is configured) and the metrics listener, and runs
+//! background tasks, all until the shutdown token is cancelled. It returns once in-flight
+//! requests have drained and every task has finished.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +31,7 @@ use crate::gateway::hub::LocalHub;
 use crate::gateway::Gateway;
 use crate::rate_limit::RateLimits;
 use crate::state::AppState;
+use crate::tls::{TlsError, TlsListener};
 
 /// The sockets the server serves on, bound by the caller (tests bind port 0).
 #[derive(Debug)]
@@ -59,6 +62,9 @@ pub enum LaunchError {
     Pepper(#[from] KeyFileError),
     #[error("password hashing: {0}")]
     Password(#[from] PasswordError),
+    /// Its messages name the files and say "TLS" themselves.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("serving: {0}")]
     Serve(std::io::Error),
 }
@@ -118,6 +124,11 @@ pub async fn launch_with_clock(
     clock: Arc<dyn Clock>,
 ) -> Result<(), LaunchError> {
     config.validate()?;
+    // Before anything is created on disk: a bad certificate or an exposed key stops the start.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::load(cert, key)?),
+        _ => None,
+    };
     prepare_data_dir(&config.data_dir)?;
     let sqlite = SqliteStore::open(&paths::database(&config.data_dir)).await?;
     let store: Arc<dyn unhidra_store::Store> = Arc::new(sqlite.clone());
@@ -170,14 +181,26 @@ pub async fn launch_with_clock(
     }
 
     let addr = listeners.api.local_addr().map_err(LaunchError::Serve)?;
-    tracing::info!(%addr, "API listening");
-    let served = axum::serve(
-        listeners.api,
-        crate::http::api_router(Arc::clone(&state))
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .await;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, "API listening");
+    let app = crate::http::api_router(Arc::clone(&state))
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let drained = shutdown.clone().cancelled_owned();
+    let served = match tls {
+        // `tap_io` also gives the TLS listener axum's `ConnectInfo<SocketAddr>`, which
+        // `ClientIp` reads.
+        Some(tls) => {
+            let listener = TlsListener::new(listeners.api, tls).tap_io(crate::tls::set_nodelay);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(drained)
+                .await
+        }
+        None => {
+            axum::serve(listeners.api, app)
+                .with_graceful_shutdown(drained)
+                .await
+        }
+    };
     // However the API listener ended, everything else stops with it. Sessions close with
     // 1001 and flush what they owe; one that cannot within the grace period is abandoned.
     shutdown.cancel();

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod ops;
 pub mod rate_limit;
 pub mod state;
+pub mod tls;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;

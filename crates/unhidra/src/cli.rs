@@ -59,6 +59,13 @@ pub struct ServeArgs {
     /// Address of the Prometheus listener (path /metrics). Default 127.0.0.1:9091
     #[arg(long, env = "UNHIDRA_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// PEM certificate chain: with --tls-key, the API listener serves HTTPS and WSS only.
+    /// Default none (plain HTTP, for loopback or behind a TLS-terminating proxy)
+    #[arg(long, env = "UNHIDRA_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert; refused unless group and others cannot read it (0600)
+    #[arg(long, env = "UNHIDRA_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +112,12 @@ impl Cli {
             }
             if let Some(metrics) = serve.metrics_listen {
                 config.metrics_listen = metrics;
+            }
+            if let Some(cert) = &serve.tls_cert {
+                config.tls_cert = Some(cert.clone());
+            }
+            if let Some(key) = &serve.tls_key {
+                config.tls_key = Some(key.clone());
             }
         }
         config.validate()?;

@@ -73,6 +73,7 @@ pub fn message_frame(message: &Message) -> Utf8Bytes {
         seq: message.seq,
         sender: message.sender_id.clone(),
         body: message.body.clone(),
+        client_msg_id: message.client_msg_id.clone(),
         ts: message.created_at,
     };
     // Serializing a frame of strings and numbers cannot fail.
@@ -106,6 +107,7 @@ pub async fn publish(
     if !is_member(state, sender_id, channel_id).await? {
         return Err(ChatError::NotMember);
     }
+    let retry_check = body.clone();
     let appended = state
         .store
         .append_message(NewMessage {
@@ -117,6 +119,12 @@ pub async fn publish(
             created_at: state.clock.now(),
         })
         .await?;
+    if appended.duplicate && appended.message.body != retry_check {
+        return Err(ChatError::Invalid(
+            ErrorCode::Conflict,
+            "this client_msg_id was already used for a different message",
+        ));
+    }
     if !appended.duplicate {
         state.gateway.hub.publish(Arc::new(Delivery {
             channel: channel_id.to_owned(),

@@ -162,11 +162,25 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
         refused: (Instant::now(), 0),
         state: state.clone(),
     };
-    let end = session.serve(stream, registration.kicks).await;
+    let mut stream = stream;
+    let end = session.serve(&mut stream, registration.kicks).await;
+    // Gone from the registry as soon as the session decides to end, not after the closing
+    // handshake: a second close or a listing must not find it.
+    state.gateway.registry.unregister(&connection.id);
     if let End::Close(code, reason) = end {
         session.out.close(code, reason).await;
+        // The closing handshake: read (and discard) until the client's close, so the
+        // socket is not reset under the close frame while the client still sends.
+        let drain = async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(session.out.write_timeout.min(Duration::from_secs(2)), drain)
+            .await;
     }
-    state.gateway.registry.unregister(&connection.id);
     metrics::gauge!(crate::metrics::GATEWAY_CONNECTIONS_ACTIVE).decrement(1.0);
     tracing::debug!(connection = %connection.id, "websocket closed");
 }
@@ -174,7 +188,7 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
 impl Session {
     async fn serve(
         &mut self,
-        mut stream: SplitStream<WebSocket>,
+        stream: &mut SplitStream<WebSocket>,
         mut kicks: tokio::sync::mpsc::Receiver<Kick>,
     ) -> End {
         let shutdown = self.state.gateway.shutdown.clone();
@@ -229,7 +243,7 @@ impl Session {
         let message = match frame {
             None => return Err(End::Drop),
             Some(Ok(message)) => message,
-            Some(Err(err)) => return read_error(&err),
+            Some(Err(err)) => return self.read_error(&err).await,
         };
         let text = match message {
             Message::Text(text) => text,
@@ -320,7 +334,8 @@ impl Session {
                 },
                 Principal::User { id },
             ) => {
-                let reference = client_msg_id.clone();
+                // Echo at most 64 characters of an id, whatever the client sent.
+                let reference: String = client_msg_id.chars().take(64).collect();
                 match chat::publish(&self.state, &id, &channel, body, client_msg_id, received_at)
                     .await
                 {
@@ -417,19 +432,20 @@ impl Session {
         // Listen before reading the store, so nothing committed in between is missed; the
         // seq filter drops what both paths carry.
         let receiver = self.state.gateway.hub.subscribe(&channel);
-        let baseline = match since {
-            Some(since) => since.max(0),
-            None => match self.state.store.channel_by_id(&channel).await {
-                Ok(Some(c)) => c.last_seq,
-                Ok(None) => {
-                    return self
-                        .out
-                        .error(ErrorCode::Forbidden, forbidden(), Some(channel))
-                        .await
-                }
-                Err(err) => return self.store_error(err, channel).await,
-            },
+        let last_seq = match self.state.store.channel_by_id(&channel).await {
+            Ok(Some(c)) => c.last_seq,
+            Ok(None) => {
+                return self
+                    .out
+                    .error(ErrorCode::Forbidden, forbidden(), Some(channel))
+                    .await
+            }
+            Err(err) => return self.store_error(err, channel).await,
         };
+        // A `since` past the newest message (a client with stale state, or a typo) must not
+        // hide the messages that come next: it is clamped, and `subscribed` says where the
+        // channel really is.
+        let baseline = since.map_or(last_seq, |since| since.clamp(0, last_seq));
         self.last_sent.insert(channel.clone(), baseline);
         if since.is_some() {
             self.send_stored(&channel, i64::MAX).await?;
@@ -520,17 +536,31 @@ impl Session {
     }
 }
 
-/// What a read error means for the connection: an oversized message is closed with 1009;
-/// anything else (reset, protocol violation) ends it.
-fn read_error(err: &axum::Error) -> Result<(), End> {
-    use std::error::Error as _;
-    use tungstenite::error::{CapacityError, Error as WsError};
-    let inner = err.source().and_then(|s| s.downcast_ref::<WsError>());
-    tracing::debug!(error = %err, "websocket read failed");
-    match inner {
-        Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
-            Err(End::Close(close::TOO_BIG, "message too big"))
+impl Session {
+    /// What a read error means for the connection (the read side is finished after any):
+    /// an oversized message is closed with 1009; a text frame that is not UTF-8 gets an
+    /// `error` frame and then 1007, as RFC 6455 requires; anything else (reset, protocol
+    /// violation) ends it.
+    async fn read_error(&mut self, err: &axum::Error) -> Result<(), End> {
+        use std::error::Error as _;
+        use tungstenite::error::{CapacityError, Error as WsError};
+        let inner = err.source().and_then(|s| s.downcast_ref::<WsError>());
+        tracing::debug!(error = %err, "websocket read failed");
+        match inner {
+            Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
+                Err(End::Close(close::TOO_BIG, "message too big"))
+            }
+            Some(WsError::Utf8(_)) => {
+                self.out
+                    .error(
+                        ErrorCode::UnsupportedFrame,
+                        "text frames must be valid UTF-8",
+                        None,
+                    )
+                    .await?;
+                Err(End::Close(close::INVALID_PAYLOAD, "invalid UTF-8"))
+            }
+            _ => Err(End::Drop),
         }
-        _ => Err(End::Drop),
     }
 }

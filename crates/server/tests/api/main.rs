@@ -13,4 +13,6 @@ mod accounts;
 mod devices;
 mod edge;
 mod limits;
+mod tls;
 mod tokens;
+mod ws;

@@ -13,8 +13,14 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use futures::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
 /// How long a server may take to report both of its addresses.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -208,12 +214,21 @@ impl Process {
 
     /// Sends SIGTERM (through `kill(1)`, which keeps the tests free of unsafe code).
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends SIGKILL: the process dies at once, with no chance to flush or close anything.
+    pub fn sigkill(&self) {
+        self.signal("KILL");
+    }
+
+    fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{name}"))
             .arg(self.pid().to_string())
             .status()
             .expect("running kill");
-        assert!(status.success(), "kill -TERM {} failed", self.pid());
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
     }
 }
 
@@ -428,6 +443,10 @@ impl Server {
         self.process.sigterm();
     }
 
+    pub fn sigkill(&self) {
+        self.process.sigkill();
+    }
+
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         self.process.wait_exit(timeout).await
     }
@@ -619,6 +638,307 @@ pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(POLL).await;
+    }
+}
+
+// ---- WebSocket ----
+
+/// A config file body that lifts the per-IP limits and the WebSocket limits (handshakes per
+/// IP and per user, frames per second) out of the way of a test.
+pub const RAISED_WS_LIMITS: &str = "[rate_limits]\n\
+    login_per_minute = 1000\n\
+    register_per_hour = 1000\n\
+    device_register_per_hour = 1000\n\
+    ws_connect_per_minute_per_ip = 10000\n\
+    ws_connect_per_minute_per_user = 10000\n\
+    ws_messages_per_second = 100000\n";
+
+/// How long a test waits for the next WebSocket frame it expects.
+pub const WS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client WebSocket connection to `/ws`.
+pub type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Server {
+    /// Starts a server with [`RAISED_WS_LIMITS`] in a config file written into `config_dir`.
+    pub async fn start_with_raised_ws_limits(data_dir: &Path, config_dir: &Path) -> Server {
+        let config = write_config(config_dir, RAISED_WS_LIMITS);
+        Server::start(
+            data_dir,
+            &["--config", config.to_str().expect("UTF-8 temp path")],
+            &[],
+        )
+        .await
+    }
+
+    /// Opens `/ws` as a user: offers `unhidra.v1` and `bearer.<access token>`, checks the
+    /// server chose `unhidra.v1`, and reads the `welcome` frame, which it returns.
+    pub async fn ws_connect(&self, access_token: &str) -> (Ws, Value) {
+        let mut request = format!("ws://{}/ws", self.api)
+            .into_client_request()
+            .expect("a WebSocket request");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_str(&format!("unhidra.v1, bearer.{access_token}"))
+                .expect("a header value"),
+        );
+        let (mut ws, response) = tokio::time::timeout(WS_TIMEOUT, connect_async(request))
+            .await
+            .expect("the WebSocket handshake timed out")
+            .unwrap_or_else(|e| panic!("WebSocket handshake: {e}"));
+        assert_eq!(
+            response
+                .headers()
+                .get("Sec-WebSocket-Protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some("unhidra.v1")
+        );
+        let welcome = ws_recv_json(&mut ws).await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        (ws, welcome)
+    }
+
+    /// Creates a private channel as the owner of `owner_token`, adds `members`, and returns
+    /// the channel id.
+    pub async fn create_channel(&self, owner_token: &str, name: &str, members: &[&str]) -> String {
+        let (status, body) = self
+            .post(
+                "/api/v1/channels",
+                Some(owner_token),
+                &json!({ "name": name, "private": true }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "create channel {name}: {body}");
+        let id = str_field(&body, "id");
+        for member in members {
+            let (status, body) = self
+                .post(
+                    &format!("/api/v1/channels/{id}/members"),
+                    Some(owner_token),
+                    &json!({ "user_id": member }),
+                )
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::NO_CONTENT,
+                "add {member} to {name}: {body}"
+            );
+        }
+        id
+    }
+}
+
+/// Sends one JSON text frame.
+pub async fn ws_send(ws: &mut Ws, frame: &Value) {
+    tokio::time::timeout(WS_TIMEOUT, ws.send(WsMessage::text(frame.to_string())))
+        .await
+        .expect("a WebSocket send timed out")
+        .unwrap_or_else(|e| panic!("sending {frame}: {e}"));
+}
+
+/// The next frame that is not a ping or pong (`None`: the stream ended). Panics if none
+/// arrives within `timeout`.
+pub async fn ws_next(
+    ws: &mut Ws,
+    timeout: Duration,
+) -> Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let next = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no WebSocket frame within {timeout:?}"));
+        match next {
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+            other => return other,
+        }
+    }
+}
+
+/// The next frame, which must be a JSON text frame.
+pub async fn ws_recv_json(ws: &mut Ws) -> Value {
+    match ws_next(ws, WS_TIMEOUT).await {
+        Some(Ok(WsMessage::Text(text))) => serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("a non-JSON text frame {text:?}: {e}")),
+        other => panic!("expected a JSON text frame, got {other:?}"),
+    }
+}
+
+/// Subscribes to `channel` with `since` and collects the replayed `message` frames up to
+/// the `subscribed` frame; returns them with the seq that frame reports.
+pub async fn ws_subscribe(ws: &mut Ws, channel: &str, since: Option<i64>) -> (Vec<Value>, i64) {
+    let mut frame = json!({ "type": "subscribe", "channel": channel });
+    if let Some(since) = since {
+        frame["since"] = json!(since);
+    }
+    ws_send(ws, &frame).await;
+    let mut messages = Vec::new();
+    loop {
+        let frame = ws_recv_json(ws).await;
+        match frame["type"].as_str() {
+            Some("message") => {
+                assert_eq!(frame["channel"], channel, "{frame}");
+                messages.push(frame);
+            }
+            Some("subscribed") => {
+                assert_eq!(frame["channel"], channel, "{frame}");
+                let seq = frame["seq"].as_i64().expect("a numeric seq");
+                return (messages, seq);
+            }
+            _ => panic!("unexpected frame while subscribing: {frame}"),
+        }
+    }
+}
+
+/// Reads frames until the stream ends (bounded by `timeout`), so a close handshake the
+/// server started can finish.
+pub async fn ws_drain(ws: &mut Ws, timeout: Duration) {
+    let _ = tokio::time::timeout(timeout, async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+/// What an ack said about a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub id: String,
+    pub seq: i64,
+    pub ts: String,
+}
+
+impl Ack {
+    /// Reads an `ack` frame; returns its `client_msg_id` and the ack.
+    pub fn from_frame(frame: &Value) -> (String, Ack) {
+        assert_eq!(frame["type"], "ack", "{frame}");
+        (
+            str_field(frame, "client_msg_id"),
+            Ack {
+                id: str_field(frame, "id"),
+                seq: frame["seq"].as_i64().expect("a numeric seq"),
+                ts: str_field(frame, "ts"),
+            },
+        )
+    }
+
+    /// The id, seq and ts of a `message` frame, to compare with an ack.
+    pub fn of_message(frame: &Value) -> Ack {
+        Ack {
+            id: str_field(frame, "id"),
+            seq: frame["seq"].as_i64().expect("a numeric seq"),
+            ts: str_field(frame, "ts"),
+        }
+    }
+}
+
+/// Publishes one message and waits for its ack (the body is the `client_msg_id`).
+pub async fn ws_publish(ws: &mut Ws, channel: &str, client_msg_id: &str) -> Ack {
+    ws_send(
+        ws,
+        &json!({
+            "type": "publish",
+            "channel": channel,
+            "body": client_msg_id,
+            "client_msg_id": client_msg_id,
+        }),
+    )
+    .await;
+    let (acked, ack) = Ack::from_frame(&ws_recv_json(ws).await);
+    assert_eq!(acked, client_msg_id);
+    ack
+}
+
+/// What a [`publish_until_closed`] publisher saw.
+#[derive(Debug, Default)]
+pub struct PublishLog {
+    /// Every `client_msg_id` sent, in order.
+    pub sent: Vec<String>,
+    /// Every ack received, in order.
+    pub acks: Vec<(String, Ack)>,
+    /// The close frame, if the server sent one.
+    pub close: Option<CloseFrame>,
+    /// How the connection ended, for failure messages.
+    pub end: String,
+}
+
+impl PublishLog {
+    /// The ids that were sent but not acked (in flight when the connection ended), in
+    /// order. Acks come in the order of the publishes, so they are the tail of `sent`.
+    pub fn in_flight(&self) -> &[String] {
+        self.sent.get(self.acks.len()..).unwrap_or_default()
+    }
+}
+
+/// Publishes `<prefix>-0`, `<prefix>-1`, … to `channel` (each body is its `client_msg_id`),
+/// keeping up to `window` unacknowledged, until the connection ends: by a close frame, a
+/// reset or end of stream. Checks that acks come in publish order with rising seqs and
+/// counts them in `acked`. Panics on an `error` frame or if the connection is still open
+/// after `limit`.
+pub async fn publish_until_closed(
+    mut ws: Ws,
+    channel: String,
+    prefix: String,
+    window: usize,
+    acked: Arc<std::sync::atomic::AtomicUsize>,
+    limit: Duration,
+) -> PublishLog {
+    let deadline = Instant::now() + limit;
+    let mut log = PublishLog::default();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "publisher {prefix}: the connection was still open after {limit:?}"
+        );
+        while log.sent.len() - log.acks.len() < window {
+            let client_msg_id = format!("{prefix}-{}", log.sent.len());
+            let frame = json!({
+                "type": "publish",
+                "channel": channel,
+                "body": client_msg_id,
+                "client_msg_id": client_msg_id,
+            });
+            log.sent.push(client_msg_id);
+            if let Err(e) = ws.send(WsMessage::text(frame.to_string())).await {
+                // The frame may or may not have left: it counts as in flight.
+                log.end = format!("send failed: {e}");
+                return log;
+            }
+        }
+        match ws_next(&mut ws, WS_TIMEOUT).await {
+            Some(Ok(WsMessage::Text(text))) => {
+                let frame: Value = serde_json::from_str(&text).expect("a JSON frame");
+                let (client_msg_id, ack) = match frame["type"].as_str() {
+                    Some("ack") => Ack::from_frame(&frame),
+                    _ => panic!("publisher {prefix}: unexpected frame {frame}"),
+                };
+                let expected = &log.sent[log.acks.len()];
+                assert_eq!(&client_msg_id, expected, "acks out of publish order");
+                if let Some((_, last)) = log.acks.last() {
+                    assert!(
+                        ack.seq > last.seq,
+                        "seq fell from {} to {}",
+                        last.seq,
+                        ack.seq
+                    );
+                }
+                log.acks.push((client_msg_id, ack));
+                acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Some(Ok(WsMessage::Close(frame))) => {
+                log.end = format!("close frame {frame:?}");
+                log.close = frame;
+                ws_drain(&mut ws, Duration::from_secs(5)).await;
+                return log;
+            }
+            Some(Ok(other)) => panic!("publisher {prefix}: unexpected frame {other:?}"),
+            Some(Err(e)) => {
+                log.end = format!("read failed: {e}");
+                return log;
+            }
+            None => {
+                log.end = "end of stream".to_owned();
+                return log;
+            }
+        }
     }
 }
 
