@@ -305,6 +305,7 @@ def test_publish_reaches_a_subscriber_retries_are_acked_once_and_since_replays(
                 "seq": 1,
                 "sender": alice.id,
                 "body": "hello from python",
+                "client_msg_id": "py-1",
                 "ts": ack["ts"],
             }
 
