@@ -15,9 +15,9 @@ use sqlx::sqlite::{
 };
 use time::OffsetDateTime;
 use unhidra_store::{
-    Appended, AuditEvent, Channel, Device, DeviceCredential, Message, NewAuditEvent, NewChannel,
-    NewDevice, NewMessage, NewSession, NewUser, NextRefreshToken, Result, RotateOutcome,
-    SessionRef, Store, StoreError, User,
+    Appended, AuditEvent, Channel, Device, DeviceCredential, Membership, Message, NewAuditEvent,
+    NewChannel, NewDevice, NewMessage, NewSession, NewUser, NextRefreshToken, Result, Role,
+    RotateOutcome, SearchQuery, SessionRef, Store, StoreError, User,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -149,13 +149,12 @@ fn device_from_row(row: DeviceRow) -> Result<Device> {
     })
 }
 
-type ChannelRow = (String, String, bool, String, i64, i64);
+type ChannelRow = (String, String, bool, String, i64, i64, Option<i64>);
 
-const CHANNEL_COLUMNS: &str = "id, name, private, created_by, created_at, last_seq";
+const CHANNEL_COLUMNS: &str = "id, name, private, created_by, created_at, last_seq, archived_at";
 
-fn channel_from_row(
-    (id, name, private, created_by, created_at, last_seq): ChannelRow,
-) -> Result<Channel> {
+fn channel_from_row(row: ChannelRow) -> Result<Channel> {
+    let (id, name, private, created_by, created_at, last_seq, archived_at) = row;
     Ok(Channel {
         id,
         name,
@@ -163,7 +162,23 @@ fn channel_from_row(
         created_by,
         created_at: from_ms(created_at)?,
         last_seq,
+        archived_at: from_ms_opt(archived_at)?,
     })
+}
+
+fn role(raw: &str) -> Result<Role> {
+    Role::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("role {raw:?}")))
+}
+
+/// Turns user input into an FTS5 query of plain words, all required: every word is quoted,
+/// so operators and syntax in the input cannot break or widen the query.
+fn fts_words(text: &str) -> Option<String> {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .take(16)
+        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
 }
 
 type MessageRow = (String, String, i64, String, String, String, i64);
@@ -465,7 +480,8 @@ impl Store for SqliteStore {
         .await
         .map_err(write_err("channel"))?;
         sqlx::query(
-            "INSERT INTO channel_members (channel_id, user_id, joined_at) VALUES (?, ?, ?)",
+            "INSERT INTO channel_members (channel_id, user_id, joined_at, role)
+             VALUES (?, ?, ?, 'owner')",
         )
         .bind(&channel.id)
         .bind(&channel.created_by)
@@ -481,6 +497,7 @@ impl Store for SqliteStore {
             created_by: channel.created_by,
             created_at: from_ms(ms(channel.created_at))?,
             last_seq: 0,
+            archived_at: None,
         })
     }
 
@@ -567,6 +584,13 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(write_err("message"))?;
+        sqlx::query("INSERT INTO messages_fts (body, channel_id, message_id) VALUES (?, ?, ?)")
+            .bind(&message.body)
+            .bind(&message.channel_id)
+            .bind(&message.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(Appended {
             message: Message {
@@ -580,6 +604,169 @@ impl Store for SqliteStore {
             },
             duplicate: false,
         })
+    }
+
+    async fn memberships_of(&self, user_id: &str) -> Result<Vec<Membership>> {
+        type Row = (
+            String,
+            String,
+            bool,
+            String,
+            i64,
+            i64,
+            Option<i64>,
+            String,
+            i64,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT c.id, c.name, c.private, c.created_by, c.created_at, c.last_seq,
+                    c.archived_at, m.role, m.last_read_seq
+             FROM channel_members m JOIN channels c ON c.id = m.channel_id
+             WHERE m.user_id = ? ORDER BY c.name",
+        )
+        .bind(user_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(id, name, private, by, at, last, archived, r, read)| {
+                Ok(Membership {
+                    channel: channel_from_row((id, name, private, by, at, last, archived))?,
+                    role: role(&r)?,
+                    last_read_seq: read,
+                })
+            })
+            .collect()
+    }
+
+    async fn member_role(&self, channel_id: &str, user_id: &str) -> Result<Option<Role>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT role FROM channel_members WHERE channel_id = ? AND user_id = ?")
+                .bind(channel_id)
+                .bind(user_id)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?;
+        row.map(|(r,)| role(&r)).transpose()
+    }
+
+    async fn set_member_role(
+        &self,
+        channel_id: &str,
+        user_id: &str,
+        new_role: Role,
+    ) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE channel_members SET role = ? WHERE channel_id = ? AND user_id = ?")
+                .bind(new_role.as_str())
+                .bind(channel_id)
+                .bind(user_id)
+                .execute(&self.writer)
+                .await
+                .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn remove_member(&self, channel_id: &str, user_id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM channel_members WHERE channel_id = ? AND user_id = ?")
+            .bind(channel_id)
+            .bind(user_id)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn rename_channel(&self, channel_id: &str, name: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE channels SET name = ? WHERE id = ?")
+            .bind(name)
+            .bind(channel_id)
+            .execute(&self.writer)
+            .await
+            .map_err(write_err("channel"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_archived(&self, channel_id: &str, at: Option<OffsetDateTime>) -> Result<bool> {
+        let done = sqlx::query("UPDATE channels SET archived_at = ? WHERE id = ?")
+            .bind(at.map(ms))
+            .bind(channel_id)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn mark_read(&self, channel_id: &str, user_id: &str, seq: i64) -> Result<Option<i64>> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "UPDATE channel_members
+             SET last_read_seq = MAX(last_read_seq,
+                 MIN(?, (SELECT last_seq FROM channels WHERE id = channel_members.channel_id)))
+             WHERE channel_id = ? AND user_id = ?
+             RETURNING last_read_seq",
+        )
+        .bind(seq)
+        .bind(channel_id)
+        .bind(user_id)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(row.map(|(s,)| s))
+    }
+
+    async fn messages_before(
+        &self,
+        channel_id: &str,
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let rows: Vec<MessageRow> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE channel_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+        ))
+        .bind(channel_id)
+        .bind(before_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        let mut page = rows
+            .into_iter()
+            .map(message_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        page.reverse();
+        Ok(page)
+    }
+
+    async fn search_messages(&self, query: SearchQuery) -> Result<Vec<Message>> {
+        let Some(words) = fts_words(&query.text) else {
+            return Ok(Vec::new());
+        };
+        let columns = MESSAGE_COLUMNS
+            .split(", ")
+            .map(|c| format!("m.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows: Vec<MessageRow> = sqlx::query_as(&format!(
+            "SELECT {columns} FROM messages_fts f
+             JOIN messages m ON m.id = f.message_id
+             JOIN channel_members cm ON cm.channel_id = m.channel_id AND cm.user_id = ?
+             WHERE messages_fts MATCH ?
+               AND (? IS NULL OR m.channel_id = ?)
+               AND (? IS NULL OR m.sender_id = ?)
+             ORDER BY f.rank LIMIT ?"
+        ))
+        .bind(&query.user_id)
+        .bind(&words)
+        .bind(&query.channel_id)
+        .bind(&query.channel_id)
+        .bind(&query.sender_id)
+        .bind(&query.sender_id)
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.into_iter().map(message_from_row).collect()
     }
 
     async fn messages_after(

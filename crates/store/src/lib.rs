@@ -84,6 +84,29 @@ pub trait Store: Send + Sync + 'static {
     /// durable. A message with the same (channel, sender, client_msg_id) is not stored again:
     /// the stored one is returned with `duplicate: true`.
     async fn append_message(&self, message: NewMessage) -> Result<Appended>;
+    /// The user's channels with role and read position, by name.
+    async fn memberships_of(&self, user_id: &str) -> Result<Vec<Membership>>;
+    async fn member_role(&self, channel_id: &str, user_id: &str) -> Result<Option<Role>>;
+    /// `false` when the user is not a member.
+    async fn set_member_role(&self, channel_id: &str, user_id: &str, role: Role) -> Result<bool>;
+    /// `false` when the user was not a member.
+    async fn remove_member(&self, channel_id: &str, user_id: &str) -> Result<bool>;
+    /// `Conflict("channel")` when the name is taken; `false` when there is no such channel.
+    async fn rename_channel(&self, channel_id: &str, name: &str) -> Result<bool>;
+    /// Archives (`Some(time)`) or unarchives (`None`); `false` when there is no such channel.
+    async fn set_archived(&self, channel_id: &str, at: Option<OffsetDateTime>) -> Result<bool>;
+    /// Moves the member's read position forward to `seq` (never back, never past the
+    /// newest message); returns the position now stored, `None` if not a member.
+    async fn mark_read(&self, channel_id: &str, user_id: &str, seq: i64) -> Result<Option<i64>>;
+    /// Messages with `seq < before_seq`, the newest `limit` of them, oldest first.
+    async fn messages_before(
+        &self,
+        channel_id: &str,
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
+    /// Messages matching the query in channels the user is a member of, best match first.
+    async fn search_messages(&self, query: SearchQuery) -> Result<Vec<Message>>;
     /// Messages with `seq > after_seq`, oldest first, at most `limit`.
     async fn messages_after(
         &self,

@@ -154,6 +154,61 @@ pub struct Channel {
     pub created_by: String,
     pub created_at: OffsetDateTime,
     pub last_seq: i64,
+    /// An archived channel keeps its history but takes no new messages.
+    pub archived_at: Option<OffsetDateTime>,
+}
+
+/// What a member may do in a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Member => "member",
+            Self::Admin => "admin",
+            Self::Owner => "owner",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "member" => Some(Self::Member),
+            "admin" => Some(Self::Admin),
+            "owner" => Some(Self::Owner),
+            _ => None,
+        }
+    }
+}
+
+/// A user's place in a channel: the channel, their role and how far they have read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub channel: Channel,
+    pub role: Role,
+    pub last_read_seq: i64,
+}
+
+impl Membership {
+    /// Messages after the member's read position.
+    pub fn unread(&self) -> i64 {
+        (self.channel.last_seq - self.last_read_seq).max(0)
+    }
+}
+
+/// A full-text search over the messages a user may read.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    pub user_id: String,
+    /// Words that must all appear (any order); FTS syntax in it is treated as plain words.
+    pub text: String,
+    pub channel_id: Option<String>,
+    pub sender_id: Option<String>,
+    pub limit: u32,
 }
 
 #[derive(Debug, Clone)]

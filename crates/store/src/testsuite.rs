@@ -34,6 +34,10 @@ macro_rules! store_testsuite {
             messages_get_gap_free_seqs_per_channel,
             retried_messages_are_stored_once,
             concurrent_appends_never_share_a_seq,
+            members_have_roles_read_positions_and_can_leave,
+            channels_are_renamed_and_archived,
+            history_pages_backwards,
+            search_finds_only_readable_messages,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -491,4 +495,207 @@ pub async fn concurrent_appends_never_share_a_seq(store: &dyn Store) {
     let mut seqs = futures::future::join_all(appends).await;
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=20).collect::<Vec<i64>>());
+}
+
+pub async fn members_have_roles_read_positions_and_can_leave(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let zed = channel(store, &alice, "zed").await;
+    let abc = channel(store, &alice, "abc").await;
+    store.add_member(&zed.id, &bob.id, t0()).await.unwrap();
+    assert_eq!(
+        store.member_role(&zed.id, &alice.id).await.unwrap(),
+        Some(Role::Owner)
+    );
+    assert_eq!(
+        store.member_role(&zed.id, &bob.id).await.unwrap(),
+        Some(Role::Member)
+    );
+    assert_eq!(store.member_role(&abc.id, &bob.id).await.unwrap(), None);
+    assert!(store
+        .set_member_role(&zed.id, &bob.id, Role::Admin)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.member_role(&zed.id, &bob.id).await.unwrap(),
+        Some(Role::Admin)
+    );
+    assert!(!store
+        .set_member_role(&abc.id, &bob.id, Role::Admin)
+        .await
+        .unwrap());
+
+    for i in 0..3 {
+        store
+            .append_message(msg(&zed, &alice, &format!("z{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    let mine = store.memberships_of(&alice.id).await.unwrap();
+    let names: Vec<&str> = mine.iter().map(|m| m.channel.name.as_str()).collect();
+    assert_eq!(names, ["abc", "zed"], "ordered by name");
+    let bobs = store.memberships_of(&bob.id).await.unwrap();
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(bobs[0].unread(), 3);
+    assert_eq!(bobs[0].role, Role::Admin);
+
+    // Read positions only move forward and never past the newest message.
+    assert_eq!(store.mark_read(&zed.id, &bob.id, 2).await.unwrap(), Some(2));
+    assert_eq!(store.mark_read(&zed.id, &bob.id, 1).await.unwrap(), Some(2));
+    assert_eq!(
+        store.mark_read(&zed.id, &bob.id, 99).await.unwrap(),
+        Some(3)
+    );
+    assert_eq!(store.mark_read(&abc.id, &bob.id, 1).await.unwrap(), None);
+    assert_eq!(store.memberships_of(&bob.id).await.unwrap()[0].unread(), 0);
+
+    assert!(store.remove_member(&zed.id, &bob.id).await.unwrap());
+    assert!(!store.remove_member(&zed.id, &bob.id).await.unwrap());
+    assert!(!store.is_member(&zed.id, &bob.id).await.unwrap());
+    assert!(store.memberships_of(&bob.id).await.unwrap().is_empty());
+}
+
+pub async fn channels_are_renamed_and_archived(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let a = channel(store, &alice, "a").await;
+    channel(store, &alice, "b").await;
+    assert!(store.rename_channel(&a.id, "renamed").await.unwrap());
+    assert_eq!(
+        store.channel_by_id(&a.id).await.unwrap().unwrap().name,
+        "renamed"
+    );
+    let err = store.rename_channel(&a.id, "b").await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict("channel")), "{err:?}");
+    assert!(!store.rename_channel("nope", "c").await.unwrap());
+    assert!(store.set_archived(&a.id, Some(t0())).await.unwrap());
+    assert_eq!(
+        store
+            .channel_by_id(&a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .archived_at,
+        Some(t0())
+    );
+    assert!(store.set_archived(&a.id, None).await.unwrap());
+    assert_eq!(
+        store
+            .channel_by_id(&a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .archived_at,
+        None
+    );
+}
+
+pub async fn history_pages_backwards(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let a = channel(store, &alice, "a").await;
+    for i in 1..=7 {
+        store
+            .append_message(msg(&a, &alice, &format!("h{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    let newest = store.messages_before(&a.id, i64::MAX, 3).await.unwrap();
+    assert_eq!(newest.iter().map(|m| m.seq).collect::<Vec<_>>(), [5, 6, 7]);
+    let older = store.messages_before(&a.id, 5, 3).await.unwrap();
+    assert_eq!(older.iter().map(|m| m.seq).collect::<Vec<_>>(), [2, 3, 4]);
+    let oldest = store.messages_before(&a.id, 2, 3).await.unwrap();
+    assert_eq!(oldest.iter().map(|m| m.seq).collect::<Vec<_>>(), [1]);
+}
+
+pub async fn search_finds_only_readable_messages(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let shared = channel(store, &alice, "shared").await;
+    let secret = channel(store, &alice, "secret").await;
+    store.add_member(&shared.id, &bob.id, t0()).await.unwrap();
+    store
+        .append_message(msg(
+            &shared,
+            &alice,
+            "s1",
+            "The deploy window opens at noon",
+        ))
+        .await
+        .unwrap();
+    store
+        .append_message(msg(&shared, &bob, "s2", "Déploiement: noon works for me"))
+        .await
+        .unwrap();
+    store
+        .append_message(msg(
+            &secret,
+            &alice,
+            "s3",
+            "noon is when the secret deploy happens",
+        ))
+        .await
+        .unwrap();
+
+    let q = |user: &User, text: &str| SearchQuery {
+        user_id: user.id.clone(),
+        text: text.into(),
+        channel_id: None,
+        sender_id: None,
+        limit: 10,
+    };
+    let bodies = |found: Vec<Message>| {
+        let mut b: Vec<String> = found.into_iter().map(|m| m.client_msg_id).collect();
+        b.sort();
+        b
+    };
+    assert_eq!(
+        bodies(store.search_messages(q(&bob, "noon")).await.unwrap()),
+        ["s1", "s2"]
+    );
+    assert_eq!(
+        bodies(store.search_messages(q(&alice, "noon")).await.unwrap()),
+        ["s1", "s2", "s3"]
+    );
+    // All words must match, in any order; diacritics are folded.
+    assert_eq!(
+        bodies(
+            store
+                .search_messages(q(&bob, "window deploy"))
+                .await
+                .unwrap()
+        ),
+        ["s1"]
+    );
+    assert_eq!(
+        bodies(store.search_messages(q(&bob, "deploiement")).await.unwrap()),
+        ["s2"]
+    );
+    // Filters by channel and sender.
+    let mut by_sender = q(&alice, "noon");
+    by_sender.sender_id = Some(bob.id.clone());
+    assert_eq!(
+        bodies(store.search_messages(by_sender).await.unwrap()),
+        ["s2"]
+    );
+    let mut in_channel = q(&alice, "noon");
+    in_channel.channel_id = Some(secret.id.clone());
+    assert_eq!(
+        bodies(store.search_messages(in_channel).await.unwrap()),
+        ["s3"]
+    );
+    // FTS syntax in the input is plain text, never an error.
+    for odd in [
+        "\"unbalanced",
+        "noon OR secret",
+        "a*",
+        "NEAR(x y)",
+        "-",
+        "   ",
+    ] {
+        store.search_messages(q(&bob, odd)).await.unwrap();
+    }
+    assert!(store
+        .search_messages(q(&bob, "secret"))
+        .await
+        .unwrap()
+        .is_empty());
 }
