@@ -27,3 +27,86 @@ pub struct CreatedChannel {
 pub struct AddMemberRequest {
     pub user_id: String,
 }
+
+/// A channel as one of its members sees it in their list.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelSummary {
+    pub id: String,
+    pub name: String,
+    pub private: bool,
+    /// `owner`, `admin` or `member`.
+    pub role: String,
+    /// The seq of the newest message (0: none yet).
+    pub last_seq: i64,
+    /// How far the caller has read.
+    pub last_read_seq: i64,
+    /// Messages after the caller's read position.
+    pub unread: i64,
+    pub archived: bool,
+}
+
+/// `GET /api/v1/channels`: the caller's channels, by name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelList {
+    pub channels: Vec<ChannelSummary>,
+}
+
+/// `PATCH /api/v1/channels/{id}`: owners and admins rename or (un)archive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateChannelRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub archived: Option<bool>,
+}
+
+/// `POST /api/v1/channels/{id}/read`: the caller has read up to `seq`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MarkReadRequest {
+    pub seq: i64,
+}
+
+/// The read position now stored (it only moves forward).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReadPosition {
+    pub last_read_seq: i64,
+}
+
+/// A stored message, as history and search return it (the same fields as the WebSocket's
+/// `message` frame).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChatMessage {
+    pub id: String,
+    pub channel: String,
+    pub seq: i64,
+    pub sender: String,
+    pub body: String,
+    pub client_msg_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub ts: time::OffsetDateTime,
+}
+
+/// A page of history, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessagePage {
+    pub messages: Vec<ChatMessage>,
+    /// Whether older (with `before`) or newer (with `after`) messages remain.
+    pub has_more: bool,
+}
+
+/// `GET /api/v1/search`: best match first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SearchResults {
+    pub messages: Vec<ChatMessage>,
+}

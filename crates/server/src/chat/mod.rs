@@ -107,6 +107,17 @@ pub async fn publish(
     if !is_member(state, sender_id, channel_id).await? {
         return Err(ChatError::NotMember);
     }
+    let archived = state
+        .store
+        .channel_by_id(channel_id)
+        .await?
+        .is_some_and(|c| c.archived_at.is_some());
+    if archived {
+        return Err(ChatError::Invalid(
+            ErrorCode::Forbidden,
+            "the channel is archived",
+        ));
+    }
     let retry_check = body.clone();
     let appended = state
         .store

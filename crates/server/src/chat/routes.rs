@@ -1,16 +1,23 @@
 //! `/api/v1/channels`: the minimal channel management that delivery needs (the full chat
 //! feature set builds on it).
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use unhidra_proto::channels::{AddMemberRequest, CreateChannelRequest, CreatedChannel};
+use serde::Deserialize;
+use unhidra_proto::channels::{
+    AddMemberRequest, ChannelList, ChannelSummary, ChatMessage, CreateChannelRequest,
+    CreatedChannel, MarkReadRequest, MessagePage, ReadPosition, SearchResults,
+    UpdateChannelRequest,
+};
 use unhidra_proto::{ErrorBody, ErrorCode};
-use unhidra_store::{NewChannel, StoreError};
+use unhidra_store::{Channel, Message, NewChannel, Role, SearchQuery, StoreError};
+use utoipa::IntoParams;
 
 use crate::http::extract::{ApiJson, AuthUser};
 use crate::http::ApiError;
-use crate::state::SharedState;
+use crate::state::{AppState, SharedState};
 
 fn channel_name(raw: &str) -> Result<String, ApiError> {
     let name = raw.trim().to_ascii_lowercase();
@@ -57,14 +64,310 @@ pub async fn create(
         })
         .await
         .map_err(|err| match err {
-            StoreError::Conflict(_) => ApiError::new(
-                StatusCode::CONFLICT,
-                ErrorCode::Conflict,
-                "a channel with this name exists",
-            ),
+            StoreError::Conflict(_) => name_taken(),
             other => other.into(),
         })?;
     Ok((StatusCode::CREATED, Json(CreatedChannel { id: channel.id })))
+}
+
+fn name_taken() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::Conflict,
+        "a channel with this name exists",
+    )
+}
+
+fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::bad_request(ErrorCode::BadRequest, rejection.body_text())
+}
+
+pub fn wire(m: Message) -> ChatMessage {
+    ChatMessage {
+        id: m.id,
+        channel: m.channel_id,
+        seq: m.seq,
+        sender: m.sender_id,
+        body: m.body,
+        client_msg_id: m.client_msg_id,
+        ts: m.created_at,
+    }
+}
+
+/// The channel and the caller's role in it. A private channel the caller is not in is 404,
+/// as if it did not exist; a public one is 403 until they join.
+async fn member_of(
+    state: &AppState,
+    channel_id: &str,
+    user_id: &str,
+) -> Result<(Channel, Role), ApiError> {
+    let no_channel = || ApiError::not_found("no such channel");
+    let channel = state
+        .store
+        .channel_by_id(channel_id)
+        .await?
+        .ok_or_else(no_channel)?;
+    match state.store.member_role(channel_id, user_id).await? {
+        Some(role) => Ok((channel, role)),
+        None if channel.private => Err(no_channel()),
+        None => Err(ApiError::forbidden("join the channel first")),
+    }
+}
+
+/// The caller's channels with unread counts, by name.
+#[utoipa::path(
+    get, path = "/api/v1/channels", tag = "channels",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's channels", body = ChannelList),
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<SharedState>,
+    auth: AuthUser,
+) -> Result<Json<ChannelList>, ApiError> {
+    let memberships = state.store.memberships_of(&auth.user_id).await?;
+    Ok(Json(ChannelList {
+        channels: memberships
+            .into_iter()
+            .map(|m| ChannelSummary {
+                unread: m.unread(),
+                id: m.channel.id,
+                name: m.channel.name,
+                private: m.channel.private,
+                role: m.role.as_str().to_owned(),
+                last_seq: m.channel.last_seq,
+                last_read_seq: m.last_read_seq,
+                archived: m.channel.archived_at.is_some(),
+            })
+            .collect(),
+    }))
+}
+
+/// Rename or (un)archive a channel (owners and admins). An archived channel keeps its
+/// history and takes no new messages.
+#[utoipa::path(
+    patch, path = "/api/v1/channels/{id}", tag = "channels",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Channel id")),
+    request_body = UpdateChannelRequest,
+    responses(
+        (status = 204, description = "Updated"),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 403, description = "Not an owner or admin of the channel", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+        (status = 409, description = "Name taken", body = ErrorBody),
+    )
+)]
+pub async fn update(
+    State(state): State<SharedState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateChannelRequest>,
+) -> Result<StatusCode, ApiError> {
+    let (_channel, role) = member_of(&state, &id, &auth.user_id).await?;
+    if role < Role::Admin {
+        return Err(ApiError::forbidden(
+            "only owners and admins change a channel",
+        ));
+    }
+    if let Some(name) = body.name {
+        let name = channel_name(&name)?;
+        state
+            .store
+            .rename_channel(&id, &name)
+            .await
+            .map_err(|err| match err {
+                StoreError::Conflict(_) => name_taken(),
+                other => other.into(),
+            })?;
+    }
+    if let Some(archived) = body.archived {
+        let at = archived.then(|| state.clock.now());
+        state.store.set_archived(&id, at).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Leave a channel, or remove someone (owners and admins; an owner cannot be removed, and
+/// an owner cannot leave). Their live sockets stop receiving the channel at once.
+#[utoipa::path(
+    delete, path = "/api/v1/channels/{id}/members/{user_id}", tag = "channels",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "Channel id"),
+        ("user_id" = String, Path, description = "The member to remove (the caller to leave)"),
+    ),
+    responses(
+        (status = 204, description = "No longer a member"),
+        (status = 403, description = "Not allowed to remove this member", body = ErrorBody),
+        (status = 404, description = "No such channel or member", body = ErrorBody),
+        (status = 409, description = "An owner cannot leave or be removed", body = ErrorBody),
+    )
+)]
+pub async fn remove_member(
+    State(state): State<SharedState>,
+    auth: AuthUser,
+    Path((id, user_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let (_channel, caller_role) = member_of(&state, &id, &auth.user_id).await?;
+    let target_role = state
+        .store
+        .member_role(&id, &user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such member"))?;
+    if target_role == Role::Owner {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::Conflict,
+            "an owner cannot leave or be removed",
+        ));
+    }
+    if user_id != auth.user_id && caller_role < Role::Admin {
+        return Err(ApiError::forbidden("only owners and admins remove members"));
+    }
+    state.store.remove_member(&id, &user_id).await?;
+    state.gateway.registry.unsubscribe_user(&user_id, &id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Messages with a smaller seq (paging back); the default is the newest.
+    before: Option<i64>,
+    /// Messages with a larger seq (catching up); excludes `before`.
+    after: Option<i64>,
+    /// At most this many (1–200, default 50).
+    limit: Option<u32>,
+}
+
+/// A page of a channel's history, oldest first (members only).
+#[utoipa::path(
+    get, path = "/api/v1/channels/{id}/messages", tag = "channels",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Channel id"), HistoryQuery),
+    responses(
+        (status = 200, description = "A page of messages", body = MessagePage),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 403, description = "A public channel the caller has not joined", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+    )
+)]
+pub async fn history(
+    State(state): State<SharedState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<MessagePage>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    member_of(&state, &id, &auth.user_id).await?;
+    let limit = query.limit.unwrap_or(50).clamp(1, 200);
+    // One more than asked tells whether more remain.
+    let (mut messages, has_more) = match (query.before, query.after) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                ErrorCode::BadRequest,
+                "give before or after, not both",
+            ))
+        }
+        (None, Some(after)) => {
+            let mut page = state.store.messages_after(&id, after, limit + 1).await?;
+            let more = page.len() > limit as usize;
+            page.truncate(limit as usize);
+            (page, more)
+        }
+        (before, None) => {
+            let before = before.unwrap_or(i64::MAX);
+            let mut page = state.store.messages_before(&id, before, limit + 1).await?;
+            let more = page.len() > limit as usize;
+            if more {
+                page.remove(0);
+            }
+            (page, more)
+        }
+    };
+    Ok(Json(MessagePage {
+        messages: messages.drain(..).map(wire).collect(),
+        has_more,
+    }))
+}
+
+/// Mark a channel read up to `seq` (the position never moves back).
+#[utoipa::path(
+    post, path = "/api/v1/channels/{id}/read", tag = "channels",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Channel id")),
+    request_body = MarkReadRequest,
+    responses(
+        (status = 200, description = "The read position now stored", body = ReadPosition),
+        (status = 404, description = "No such channel", body = ErrorBody),
+    )
+)]
+pub async fn mark_read(
+    State(state): State<SharedState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<MarkReadRequest>,
+) -> Result<Json<ReadPosition>, ApiError> {
+    member_of(&state, &id, &auth.user_id).await?;
+    let last_read_seq = state
+        .store
+        .mark_read(&id, &auth.user_id, body.seq)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such channel"))?;
+    Ok(Json(ReadPosition { last_read_seq }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    /// Words that must all appear (any order, accents ignored).
+    q: String,
+    /// Only this channel.
+    channel: Option<String>,
+    /// Only messages from this user id.
+    author: Option<String>,
+    /// At most this many (1–100, default 20).
+    limit: Option<u32>,
+}
+
+/// Full-text search over the messages the caller may read, best match first.
+#[utoipa::path(
+    get, path = "/api/v1/search", tag = "channels",
+    security(("bearer" = [])),
+    params(SearchParams),
+    responses(
+        (status = 200, description = "Matching messages", body = SearchResults),
+        (status = 400, description = "Bad query", body = ErrorBody),
+    )
+)]
+pub async fn search(
+    State(state): State<SharedState>,
+    auth: AuthUser,
+    query: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Json<SearchResults>, ApiError> {
+    let Query(params) = query.map_err(bad_query)?;
+    if params.q.len() > 256 {
+        return Err(ApiError::bad_request(
+            ErrorCode::BadRequest,
+            "q must be at most 256 bytes",
+        ));
+    }
+    let found = state
+        .store
+        .search_messages(SearchQuery {
+            user_id: auth.user_id,
+            text: params.q,
+            channel_id: params.channel,
+            sender_id: params.author,
+            limit: params.limit.unwrap_or(20).clamp(1, 100),
+        })
+        .await?;
+    Ok(Json(SearchResults {
+        messages: found.into_iter().map(wire).collect(),
+    }))
 }
 
 /// Add a member. Anyone may add themselves to a public channel; otherwise only members may

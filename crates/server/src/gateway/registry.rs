@@ -17,6 +17,15 @@ pub struct Kick {
     pub reason: &'static str,
 }
 
+/// What the server tells a live session to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Close the connection.
+    Close(Kick),
+    /// Stop delivering this channel (the user left or was removed).
+    Unsubscribe { channel: String },
+}
+
 /// A live connection's entry.
 #[derive(Debug)]
 pub struct Connection {
@@ -29,7 +38,10 @@ pub struct Connection {
     pub connected_at: OffsetDateTime,
     pub frames_in: AtomicU64,
     pub frames_out: AtomicU64,
-    kick: mpsc::Sender<Kick>,
+    control: mpsc::Sender<Control>,
+    /// Set when a control message could not be queued: the session closes and the client
+    /// resyncs, rather than miss a change.
+    pub must_resync: std::sync::atomic::AtomicBool,
 }
 
 impl Connection {
@@ -45,7 +57,7 @@ impl Connection {
 /// What registering a connection gives its session.
 pub struct Registration {
     pub connection: Arc<Connection>,
-    pub kicks: mpsc::Receiver<Kick>,
+    pub controls: mpsc::Receiver<Control>,
 }
 
 #[derive(Default)]
@@ -64,7 +76,7 @@ pub struct NewConnection {
 
 impl Registry {
     pub fn register(&self, new: NewConnection) -> Registration {
-        let (kick, kicks) = mpsc::channel(1);
+        let (control, controls) = mpsc::channel(16);
         let connection = Arc::new(Connection {
             id: uuid::Uuid::now_v7().to_string(),
             principal: new.principal,
@@ -74,11 +86,15 @@ impl Registry {
             connected_at: new.connected_at,
             frames_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
-            kick,
+            control,
+            must_resync: std::sync::atomic::AtomicBool::new(false),
         });
         self.connections
             .insert(connection.id.clone(), Arc::clone(&connection));
-        Registration { connection, kicks }
+        Registration {
+            connection,
+            controls,
+        }
     }
 
     pub fn unregister(&self, id: &str) {
@@ -101,17 +117,37 @@ impl Registry {
             .collect()
     }
 
-    /// Asks every connection matching `which` to close; returns how many were asked.
-    pub fn close_where(&self, which: impl Fn(&Connection) -> bool, kick: Kick) -> usize {
-        let mut asked = 0;
+    /// Sends `control` to every connection matching `which`; returns how many were told.
+    fn tell_where(&self, which: impl Fn(&Connection) -> bool, control: Control) -> usize {
+        let mut told = 0;
         for entry in self.connections.iter() {
-            if which(entry.value()) {
-                // A full slot means a kick is already pending; either way it closes.
-                let _ = entry.value().kick.try_send(kick.clone());
-                asked += 1;
+            let connection = entry.value();
+            if which(connection) {
+                if connection.control.try_send(control.clone()).is_err() {
+                    // Its queue is full (or it is ending): it closes and resyncs instead.
+                    connection
+                        .must_resync
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                told += 1;
             }
         }
-        asked
+        told
+    }
+
+    /// Asks every connection matching `which` to close; returns how many were asked.
+    pub fn close_where(&self, which: impl Fn(&Connection) -> bool, kick: Kick) -> usize {
+        self.tell_where(which, Control::Close(kick))
+    }
+
+    /// Stops deliveries of `channel` to every connection of `user_id`.
+    pub fn unsubscribe_user(&self, user_id: &str, channel: &str) -> usize {
+        self.tell_where(
+            |c| matches!(&c.principal, Principal::User { id } if id == user_id),
+            Control::Unsubscribe {
+                channel: channel.to_owned(),
+            },
+        )
     }
 
     pub fn close_connection(&self, id: &str, kick: Kick) -> bool {
@@ -162,14 +198,42 @@ mod tests {
             reason: "revoked",
         };
         assert_eq!(registry.close_device("d1", kick.clone()), 1);
-        assert_eq!(dev.kicks.recv().await.unwrap(), kick);
+        assert_eq!(
+            dev.controls.recv().await.unwrap(),
+            Control::Close(kick.clone())
+        );
         assert_eq!(registry.close_session("s2", kick.clone()), 1);
-        assert!(u1b.kicks.try_recv().is_ok());
-        assert!(u1.kicks.try_recv().is_err());
+        assert!(u1b.controls.try_recv().is_ok());
+        assert!(u1.controls.try_recv().is_err());
         assert_eq!(registry.close_user("u1", kick.clone()), 2);
-        assert!(u1.kicks.try_recv().is_ok());
+        assert!(u1.controls.try_recv().is_ok());
+        assert_eq!(registry.unsubscribe_user("u1", "c1"), 2);
+        assert_eq!(
+            u1.controls.try_recv().unwrap(),
+            Control::Unsubscribe {
+                channel: "c1".into()
+            }
+        );
         assert_eq!(registry.len(), 3);
         registry.unregister(&dev.connection.id);
         assert_eq!(registry.len(), 2);
+    }
+
+    #[test]
+    fn a_full_control_queue_forces_a_resync_instead_of_losing_a_change() {
+        let registry = Registry::default();
+        let user = registry.register(new(Principal::User { id: "u".into() }, None));
+        for _ in 0..16 {
+            registry.unsubscribe_user("u", "c");
+        }
+        assert!(!user
+            .connection
+            .must_resync
+            .load(std::sync::atomic::Ordering::Relaxed));
+        registry.unsubscribe_user("u", "c");
+        assert!(user
+            .connection
+            .must_resync
+            .load(std::sync::atomic::Ordering::Relaxed));
     }
 }

@@ -27,7 +27,7 @@ use unhidra_proto::ws::{close, ClientFrame, Principal, ServerFrame};
 use unhidra_proto::ErrorCode;
 
 use super::hub::Delivery;
-use super::registry::{Connection, Kick, NewConnection};
+use super::registry::{Connection, Control, NewConnection};
 use crate::chat;
 use crate::state::SharedState;
 
@@ -163,7 +163,7 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
         state: state.clone(),
     };
     let mut stream = stream;
-    let end = session.serve(&mut stream, registration.kicks).await;
+    let end = session.serve(&mut stream, registration.controls).await;
     // Gone from the registry as soon as the session decides to end, not after the closing
     // handshake: a second close or a listing must not find it.
     state.gateway.registry.unregister(&connection.id);
@@ -189,7 +189,7 @@ impl Session {
     async fn serve(
         &mut self,
         stream: &mut SplitStream<WebSocket>,
-        mut kicks: tokio::sync::mpsc::Receiver<Kick>,
+        mut controls: tokio::sync::mpsc::Receiver<Control>,
     ) -> End {
         let shutdown = self.state.gateway.shutdown.clone();
         let ping_every = Duration::from_millis(self.state.config.gateway.ping_interval_ms);
@@ -209,11 +209,23 @@ impl Session {
             if let Err(end) = self.out.flush().await {
                 return end;
             }
+            if self
+                .out
+                .connection
+                .must_resync
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                return End::Close(
+                    close::POLICY_VIOLATION,
+                    "membership changed; reconnect and resync",
+                );
+            }
             let turn = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => Err(End::Close(close::GOING_AWAY, "server shutting down")),
-                kick = kicks.recv() => match kick {
-                    Some(kick) => Err(End::Close(kick.code, kick.reason)),
+                control = controls.recv() => match control {
+                    Some(Control::Close(kick)) => Err(End::Close(kick.code, kick.reason)),
+                    Some(Control::Unsubscribe { channel }) => self.unsubscribe(channel).await,
                     None => Err(End::Drop),
                 },
                 frame = stream.next() => {
@@ -322,9 +334,7 @@ impl Session {
                 self.subscribe(&id, channel, since).await
             }
             (ClientFrame::Unsubscribe { channel }, Principal::User { .. }) => {
-                self.subscriptions.remove(&channel);
-                self.last_sent.remove(&channel);
-                self.out.frame(&ServerFrame::Unsubscribed { channel }).await
+                self.unsubscribe(channel).await
             }
             (
                 ClientFrame::Publish {
@@ -394,6 +404,12 @@ impl Session {
                     .await
             }
         }
+    }
+
+    async fn unsubscribe(&mut self, channel: String) -> Result<(), End> {
+        self.subscriptions.remove(&channel);
+        self.last_sent.remove(&channel);
+        self.out.frame(&ServerFrame::Unsubscribed { channel }).await
     }
 
     async fn subscribe(

@@ -10,6 +10,7 @@
 mod helpers;
 
 mod accounts;
+mod chat;
 mod devices;
 mod edge;
 mod limits;

@@ -12,11 +12,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::helpers::*;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-async fn open(
+pub(crate) async fn open(
     app: &TestApp,
     protocols: &[&str],
     headers: &[(&str, &str)],
@@ -40,7 +40,11 @@ async fn open(
 }
 
 /// The HTTP status a refused handshake got.
-async fn refused_with(app: &TestApp, protocols: &[&str], headers: &[(&str, &str)]) -> u16 {
+pub(crate) async fn refused_with(
+    app: &TestApp,
+    protocols: &[&str],
+    headers: &[(&str, &str)],
+) -> u16 {
     match open(app, protocols, headers).await {
         Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
         Err(other) => panic!("unexpected error {other}"),
@@ -49,7 +53,7 @@ async fn refused_with(app: &TestApp, protocols: &[&str], headers: &[(&str, &str)
 }
 
 /// A connected client that has read its `welcome`.
-async fn connect(app: &TestApp, credential: &str) -> (Ws, Value) {
+pub(crate) async fn connect(app: &TestApp, credential: &str) -> (Ws, Value) {
     let (mut ws, response) = open(app, &["unhidra.v1", credential], &[])
         .await
         .expect("handshake refused");
@@ -59,12 +63,12 @@ async fn connect(app: &TestApp, credential: &str) -> (Ws, Value) {
     (ws, welcome)
 }
 
-async fn user_ws(app: &TestApp, user: &User) -> Ws {
+pub(crate) async fn user_ws(app: &TestApp, user: &User) -> Ws {
     connect(app, &format!("bearer.{}", user.access)).await.0
 }
 
 /// The next JSON frame, skipping pings.
-async fn next(ws: &mut Ws) -> Value {
+pub(crate) async fn next(ws: &mut Ws) -> Value {
     loop {
         let frame = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -80,7 +84,7 @@ async fn next(ws: &mut Ws) -> Value {
 }
 
 /// Reads until the server closes; returns the close code.
-async fn closed_with(ws: &mut Ws, within: Duration) -> u16 {
+pub(crate) async fn closed_with(ws: &mut Ws, within: Duration) -> u16 {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let frame = tokio::time::timeout_at(deadline, ws.next())
@@ -96,13 +100,13 @@ async fn closed_with(ws: &mut Ws, within: Duration) -> u16 {
     }
 }
 
-async fn send(ws: &mut Ws, frame: Value) {
+pub(crate) async fn send(ws: &mut Ws, frame: Value) {
     ws.send(Message::Text(frame.to_string().into()))
         .await
         .unwrap();
 }
 
-async fn channel(app: &TestApp, owner: &User, name: &str, members: &[&User]) -> String {
+pub(crate) async fn channel(app: &TestApp, owner: &User, name: &str, members: &[&User]) -> String {
     let r = app
         .post_as(
             &owner.access,
@@ -125,7 +129,7 @@ async fn channel(app: &TestApp, owner: &User, name: &str, members: &[&User]) -> 
     id
 }
 
-async fn subscribe(ws: &mut Ws, channel: &str, since: Option<i64>) -> Vec<Value> {
+pub(crate) async fn subscribe(ws: &mut Ws, channel: &str, since: Option<i64>) -> Vec<Value> {
     let mut frame = json!({"type": "subscribe", "channel": channel});
     if let Some(since) = since {
         frame["since"] = json!(since);
@@ -145,7 +149,7 @@ async fn subscribe(ws: &mut Ws, channel: &str, since: Option<i64>) -> Vec<Value>
     }
 }
 
-async fn publish(ws: &mut Ws, channel: &str, body: &str, client_msg_id: &str) -> Value {
+pub(crate) async fn publish(ws: &mut Ws, channel: &str, body: &str, client_msg_id: &str) -> Value {
     send(
         ws,
         json!({"type": "publish", "channel": channel, "body": body, "client_msg_id": client_msg_id}),
@@ -154,7 +158,7 @@ async fn publish(ws: &mut Ws, channel: &str, body: &str, client_msg_id: &str) ->
     next(ws).await
 }
 
-fn seqs(frames: &[Value]) -> Vec<i64> {
+pub(crate) fn seqs(frames: &[Value]) -> Vec<i64> {
     frames.iter().map(|f| f["seq"].as_i64().unwrap()).collect()
 }
 
