@@ -23,7 +23,6 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant as TokioInstant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use unhidra_proto::ws::ClientFrame;
 
 use crate::gateway::{channel_with_members, mib, users, Bench, GatewayArgs, GatewayServerInfo};
 use crate::gateway_idle::subscribe;
@@ -370,14 +369,15 @@ async fn publish(ws: Ws, plan: Plan, base: Instant, deadline: TokioInstant) -> P
                 _ => break,
             }
             let now = base.elapsed();
-            let frame = ClientFrame::Publish {
-                channel: plan.channel.clone(),
-                body: body(now, plan.body_bytes),
-                client_msg_id: format!("{prefix}{i}"),
-            };
-            let Ok(text) = serde_json::to_string(&frame) else {
-                break;
-            };
+            // Written as JSON directly (the documented wire form), not through the proto
+            // types, so the tool keeps building while optional fields are added to them.
+            let frame = serde_json::json!({
+                "type": "publish",
+                "channel": plan.channel,
+                "body": body(now, plan.body_bytes),
+                "client_msg_id": format!("{prefix}{i}"),
+            });
+            let text = frame.to_string();
             if let Some(slot) = sent_at
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -21,7 +21,6 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use unhidra_proto::ws::ClientFrame;
 
 use crate::gateway::{channel_with_members, mib, users, Bench, GatewayArgs, GatewayServerInfo};
 use crate::server_process::{bench_config, metric_value, Usage};
@@ -306,11 +305,7 @@ async fn open(
 
 /// Subscribes and waits for `subscribed`; returns the channel's seq at that moment.
 pub async fn subscribe(ws: &mut Ws, channel: &str, timeout: Duration) -> Result<i64, Failure> {
-    let frame = ClientFrame::Subscribe {
-        channel: channel.to_owned(),
-        since: None,
-    };
-    let text = serde_json::to_string(&frame).map_err(|e| Failure::WebSocket(e.to_string()))?;
+    let text = serde_json::json!({"type": "subscribe", "channel": channel}).to_string();
     let exchange = async {
         ws.send(Message::text(text))
             .await

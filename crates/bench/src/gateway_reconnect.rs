@@ -8,6 +8,11 @@
 //! time is read from `/proc/<pid>/stat` before and after, and the kernel's listen-queue
 //! counters show whether connection attempts were dropped at the listener. Then every
 //! connection is closed and the next round starts after `--pause-secs`.
+//!
+//! The connections are closed with a TCP reset (zero linger). Ten thousand real devices are
+//! ten thousand hosts; here one host holds every client socket, and closing them normally
+//! would leave 10,000 of its own sockets in TIME_WAIT per round. Tens of thousands of those
+//! make the load generator's port allocation slow and its rounds erratic.
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,8 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{fresh_username, PASSWORD};
 use crate::gateway::{mib, Bench, GatewayArgs, GatewayServerInfo};
-use crate::procfs::ListenCounters;
-use crate::server_process::{bench_config, metric_value};
+use crate::procfs::{self, ListenCounters};
+use crate::server_process::{
+    bench_config, histogram_buckets, metric_value, observations_above, Usage,
+};
 use crate::stats::{per_second, LatencySummary};
 use crate::workers;
 use crate::ws_client::{Credential, Failure, Failures, Ws};
@@ -70,6 +77,9 @@ pub struct Round {
     pub over_7s: u64,
     pub server_cpu_secs: f64,
     pub server_cores: f64,
+    pub load_generator_cpu_secs: f64,
+    /// TCP sockets in TIME_WAIT on the machine when the storm started.
+    pub time_wait_before: Option<u64>,
     pub server_cpu_per_connection_ms: f64,
     /// With every device connected.
     pub server_rss_kib: u64,
@@ -79,6 +89,39 @@ pub struct Round {
     pub server_gauge: Option<f64>,
     /// Growth of the kernel's listen-queue counters during the storm (machine-wide).
     pub listen_counters: Option<ListenCounters>,
+    /// The server's own view: its `http_request_duration_seconds` for `GET /ws` answered
+    /// 101 during the storm, which covers the handler (key check, upgrade) but not the time
+    /// before the request was read (TCP handshake, accept queue).
+    pub server_side: Option<ServerSide>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServerSide {
+    pub upgrades: f64,
+    pub over_100ms: f64,
+    pub over_1s: f64,
+}
+
+/// The 101 answers to `GET /ws` so far, as cumulative histogram buckets.
+fn upgrade_buckets(page: &str) -> Vec<(f64, f64)> {
+    histogram_buckets(
+        page,
+        unhidra_server::metrics::HTTP_REQUEST_DURATION,
+        &[("route", "/ws"), ("status", "101")],
+    )
+}
+
+fn server_side(before: &[(f64, f64)], after: &[(f64, f64)]) -> Option<ServerSide> {
+    let (slow_after, total_after) = observations_above(after, 0.1)?;
+    let (very_slow_after, _) = observations_above(after, 1.0)?;
+    // Before the first storm there is no series yet.
+    let (slow_before, total_before) = observations_above(before, 0.1).unwrap_or((0.0, 0.0));
+    let (very_slow_before, _) = observations_above(before, 1.0).unwrap_or((0.0, 0.0));
+    Some(ServerSide {
+        upgrades: total_after - total_before,
+        over_100ms: slow_after - slow_before,
+        over_1s: very_slow_after - very_slow_before,
+    })
 }
 
 pub async fn run(args: GatewayReconnectArgs) -> anyhow::Result<ReconnectReport> {
@@ -157,8 +200,14 @@ async fn storm(bench: &Bench, keys: &Arc<Vec<Credential>>) -> anyhow::Result<Rou
     }
     // Let every task reach its wait before the release.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let buckets_before = match bench.server.scrape_metrics().await {
+        Ok(page) => upgrade_buckets(&page),
+        Err(_) => Vec::new(),
+    };
     let listen_before = ListenCounters::read();
+    let time_wait_before = procfs::time_wait_sockets();
     let before = bench.server.usage()?;
+    let client_before = Usage::own().unwrap_or_default();
     let released = Instant::now();
     go.cancel();
 
@@ -179,16 +228,23 @@ async fn storm(bench: &Bench, keys: &Arc<Vec<Credential>>) -> anyhow::Result<Rou
     }
     let wall = last_end.duration_since(released);
     let after = bench.server.usage()?;
+    let client_after = Usage::own().unwrap_or_default();
     let listen_counters = listen_before
         .zip(ListenCounters::read())
         .map(|(before, after)| after.since(&before));
-    let server_gauge =
-        bench.server.scrape_metrics().await.ok().and_then(|page| {
-            metric_value(&page, unhidra_server::metrics::GATEWAY_CONNECTIONS_ACTIVE)
-        });
+    let page = bench.server.scrape_metrics().await.ok();
+    let server_gauge = page
+        .as_deref()
+        .and_then(|page| metric_value(page, unhidra_server::metrics::GATEWAY_CONNECTIONS_ACTIVE));
+    let server_side = page
+        .as_deref()
+        .and_then(|page| server_side(&buckets_before, &upgrade_buckets(page)));
     let connected = open.len() as u64;
-    // Closing: dropping every connection (the server sees each end and unregisters it).
-    drop(open);
+    // Closing: a reset for every connection (see the module docs); the server sees each end
+    // and unregisters it.
+    for ws in open {
+        let _ = ws.get_ref().set_zero_linger();
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let server_rss_after_close_kib = bench.server.usage()?.rss_kib;
 
@@ -205,6 +261,8 @@ async fn storm(bench: &Bench, keys: &Arc<Vec<Credential>>) -> anyhow::Result<Rou
         latency: LatencySummary::of(latencies),
         server_cpu_secs: cpu,
         server_cores: cpu / wall.as_secs_f64().max(f64::MIN_POSITIVE),
+        load_generator_cpu_secs: client_after.cpu_secs - client_before.cpu_secs,
+        time_wait_before,
         server_cpu_per_connection_ms: if connected > 0 {
             cpu * 1000.0 / connected as f64
         } else {
@@ -214,6 +272,7 @@ async fn storm(bench: &Bench, keys: &Arc<Vec<Credential>>) -> anyhow::Result<Rou
         server_rss_after_close_kib,
         server_gauge,
         listen_counters,
+        server_side,
     })
 }
 
@@ -278,8 +337,24 @@ impl fmt::Display for ReconnectReport {
                 r.server_gauge
                     .map_or_else(|| "?".to_owned(), |g| format!("{g:.0}"))
             )?;
+            writeln!(
+                f,
+                "    load generator CPU {:.2} s; TCP sockets in TIME_WAIT on the machine at the \
+                 start: {}",
+                r.load_generator_cpu_secs,
+                r.time_wait_before
+                    .map_or_else(|| "?".to_owned(), |n| n.to_string())
+            )?;
             if let Some(counters) = &r.listen_counters {
                 writeln!(f, "    kernel listen counters (machine-wide): {counters}")?;
+            }
+            if let Some(s) = &r.server_side {
+                writeln!(
+                    f,
+                    "    server-side GET /ws handling (after the request was read): {:.0} \
+                     upgrades, {:.0} over 100 ms, {:.0} over 1 s",
+                    s.upgrades, s.over_100ms, s.over_1s
+                )?;
             }
         }
         writeln!(

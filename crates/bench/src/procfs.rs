@@ -74,6 +74,19 @@ pub fn open_file_limits() -> Option<(u64, u64)> {
     Some((numbers.next()?, numbers.next()?))
 }
 
+/// TCP sockets in TIME_WAIT on the whole machine (`tw` in `/proc/net/sockstat`).
+pub fn time_wait_sockets() -> Option<u64> {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let tcp = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut words = tcp.split_whitespace();
+    while let Some(word) = words.next() {
+        if word == "tw" {
+            return words.next()?.parse().ok();
+        }
+    }
+    None
+}
+
 /// Kernel-wide TCP counters that tell whether connection attempts were dropped at the
 /// listener: `ListenOverflows` (accept queue full) and `ListenDrops`, plus SYN cookies sent
 /// (`SyncookiesSent`, SYN queue full). They count for the whole machine, so anything else
@@ -134,5 +147,6 @@ mod tests {
         assert!(cpu_time(pid).is_some());
         let (soft, hard) = open_file_limits().unwrap();
         assert!(soft <= hard);
+        assert!(time_wait_sockets().is_some());
     }
 }

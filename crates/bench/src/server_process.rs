@@ -263,6 +263,57 @@ pub fn metric_value(page: &str, name: &str) -> Option<f64> {
         })
 }
 
+/// The cumulative bucket counts (`le` bound → count) of a histogram in a Prometheus text
+/// page, for the series whose labels include every pair in `labels`.
+pub fn histogram_buckets(page: &str, name: &str, labels: &[(&str, &str)]) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    let mut buckets = Vec::new();
+    for line in page.lines() {
+        let Some(rest) = line.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((label_text, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let pairs: Vec<(&str, &str)> = label_text
+            .split(',')
+            .filter_map(|pair| {
+                let (key, value) = pair.split_once('=')?;
+                Some((key.trim(), value.trim().trim_matches('"')))
+            })
+            .collect();
+        if !labels.iter().all(|wanted| pairs.contains(wanted)) {
+            continue;
+        }
+        let Some(le) = pairs.iter().find(|(key, _)| *key == "le").map(|(_, v)| *v) else {
+            continue;
+        };
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            match le.parse() {
+                Ok(bound) => bound,
+                Err(_) => continue,
+            }
+        };
+        if let Ok(count) = value.trim().parse() {
+            buckets.push((bound, count));
+        }
+    }
+    buckets
+}
+
+/// How many observations of cumulative `buckets` were above `bound` (which must be one of the
+/// bucket bounds), and how many there were in all.
+pub fn observations_above(buckets: &[(f64, f64)], bound: f64) -> Option<(f64, f64)> {
+    let total = buckets.iter().find(|(le, _)| le.is_infinite())?.1;
+    let below = buckets
+        .iter()
+        .find(|(le, _)| (*le - bound).abs() < 1e-12)?
+        .1;
+    Some((total - below, total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +325,19 @@ mod tests {
         let text = toml::to_string(&config).unwrap();
         let back: Config = toml::from_str(&text).unwrap();
         assert_eq!(back, config);
+    }
+
+    #[test]
+    fn histogram_buckets_are_read_for_matching_labels() {
+        let page = "h_bucket{route=\"/ws\",status=\"101\",le=\"0.1\"} 7\n\
+                    h_bucket{route=\"/ws\",status=\"101\",le=\"1\"} 9\n\
+                    h_bucket{route=\"/ws\",status=\"101\",le=\"+Inf\"} 10\n\
+                    h_bucket{route=\"/x\",status=\"101\",le=\"+Inf\"} 99\n";
+        let b = histogram_buckets(page, "h", &[("route", "/ws")]);
+        assert_eq!(b.len(), 3);
+        assert_eq!(observations_above(&b, 0.1), Some((3.0, 10.0)));
+        assert_eq!(observations_above(&b, 1.0), Some((1.0, 10.0)));
+        assert_eq!(observations_above(&b, 0.5), None);
     }
 
     #[test]

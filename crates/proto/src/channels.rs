@@ -93,6 +93,26 @@ pub struct ChatMessage {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub ts: time::OffsetDateTime,
+    /// For a reply: the id of its thread's root message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_root: Option<String>,
+    /// For a root: how many replies its thread has (0 otherwise).
+    pub reply_count: i64,
+    /// For a root with replies: when the last reply came.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub last_reply_at: Option<time::OffsetDateTime>,
+}
+
+/// `GET /api/v1/channels/{id}/threads/{root_id}`: a thread's root and its replies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Thread {
+    pub root: ChatMessage,
+    /// Oldest first.
+    pub replies: Vec<ChatMessage>,
+    /// Whether more replies follow (page with `after`).
+    pub has_more: bool,
 }
 
 /// A page of history, oldest first.

@@ -50,6 +50,9 @@ pub enum ClientFrame {
         channel: String,
         body: String,
         client_msg_id: String,
+        /// Posts the message as a reply in the thread of this message id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_root: Option<String>,
     },
     Ping {},
     /// A device's measurements: metric name → finite number.
@@ -116,6 +119,9 @@ pub enum ServerFrame {
         body: String,
         /// The sender's idempotency key, so a sender recognises its own messages in a replay.
         client_msg_id: String,
+        /// For a reply: the id of its thread's root message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_root: Option<String>,
         #[serde(with = "time::serde::rfc3339")]
         ts: OffsetDateTime,
     },

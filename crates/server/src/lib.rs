@@ -19,6 +19,7 @@ pub mod ops;
 pub mod rate_limit;
 pub mod state;
 pub mod tls;
+pub mod web;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;

@@ -181,12 +181,25 @@ fn fts_words(text: &str) -> Option<String> {
     (!words.is_empty()).then(|| words.join(" "))
 }
 
-type MessageRow = (String, String, i64, String, String, String, i64);
+type MessageRow = (
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
 
-const MESSAGE_COLUMNS: &str = "id, channel_id, seq, sender_id, client_msg_id, body, created_at";
+const MESSAGE_COLUMNS: &str = "id, channel_id, seq, sender_id, client_msg_id, body, created_at, \
+     thread_root_id, reply_count, last_reply_at";
 
 fn message_from_row(row: MessageRow) -> Result<Message> {
-    let (id, channel_id, seq, sender_id, client_msg_id, body, created_at) = row;
+    let (id, channel_id, seq, sender_id, client_msg_id, body, created_at, root, replies, last) =
+        row;
     Ok(Message {
         id,
         channel_id,
@@ -195,6 +208,9 @@ fn message_from_row(row: MessageRow) -> Result<Message> {
         client_msg_id,
         body,
         created_at: from_ms(created_at)?,
+        thread_root_id: root,
+        reply_count: replies,
+        last_reply_at: from_ms_opt(last)?,
     })
 }
 
@@ -562,6 +578,33 @@ impl Store for SqliteStore {
                 duplicate: true,
             });
         }
+        if let Some(root_id) = &message.thread_root_id {
+            let root: Option<(Option<String>,)> = sqlx::query_as(
+                "SELECT thread_root_id FROM messages WHERE channel_id = ? AND id = ?",
+            )
+            .bind(&message.channel_id)
+            .bind(root_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+            match root {
+                None => return Err(StoreError::Invalid("no such thread root in this channel")),
+                Some((Some(_),)) => {
+                    return Err(StoreError::Invalid("a reply cannot start a thread"))
+                }
+                Some((None,)) => {}
+            }
+            sqlx::query(
+                "UPDATE messages SET reply_count = reply_count + 1, last_reply_at = ?
+                 WHERE channel_id = ? AND id = ?",
+            )
+            .bind(ms(message.created_at))
+            .bind(&message.channel_id)
+            .bind(root_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
         let (seq,): (i64,) = sqlx::query_as(
             "UPDATE channels SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
         )
@@ -571,8 +614,9 @@ impl Store for SqliteStore {
         .map_err(db)?
         .ok_or_else(|| StoreError::Corrupt(format!("no channel {}", message.channel_id)))?;
         sqlx::query(
-            "INSERT INTO messages (id, channel_id, seq, sender_id, client_msg_id, body, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages
+                 (id, channel_id, seq, sender_id, client_msg_id, body, created_at, thread_root_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&message.id)
         .bind(&message.channel_id)
@@ -581,6 +625,7 @@ impl Store for SqliteStore {
         .bind(&message.client_msg_id)
         .bind(&message.body)
         .bind(ms(message.created_at))
+        .bind(&message.thread_root_id)
         .execute(&mut *tx)
         .await
         .map_err(write_err("message"))?;
@@ -601,6 +646,9 @@ impl Store for SqliteStore {
                 client_msg_id: message.client_msg_id,
                 body: message.body,
                 created_at: from_ms(ms(message.created_at))?,
+                thread_root_id: message.thread_root_id,
+                reply_count: 0,
+                last_reply_at: None,
             },
             duplicate: false,
         })
@@ -763,6 +811,39 @@ impl Store for SqliteStore {
         .bind(&query.sender_id)
         .bind(&query.sender_id)
         .bind(i64::from(query.limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.into_iter().map(message_from_row).collect()
+    }
+
+    async fn message_by_id(&self, channel_id: &str, id: &str) -> Result<Option<Message>> {
+        let row: Option<MessageRow> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id = ? AND id = ?"
+        ))
+        .bind(channel_id)
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        row.map(message_from_row).transpose()
+    }
+
+    async fn thread_replies(
+        &self,
+        channel_id: &str,
+        root_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let rows: Vec<MessageRow> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE thread_root_id = ? AND channel_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+        ))
+        .bind(root_id)
+        .bind(channel_id)
+        .bind(after_seq)
+        .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await
         .map_err(db)?;

@@ -82,7 +82,8 @@ pub trait Store: Send + Sync + 'static {
     async fn is_member(&self, channel_id: &str, user_id: &str) -> Result<bool>;
     /// Stores a message with the channel's next seq, in one transaction, and returns it once
     /// durable. A message with the same (channel, sender, client_msg_id) is not stored again:
-    /// the stored one is returned with `duplicate: true`.
+    /// the stored one is returned with `duplicate: true`. A reply bumps its root's reply
+    /// count in the same transaction; a bad root is `Invalid`.
     async fn append_message(&self, message: NewMessage) -> Result<Appended>;
     /// The user's channels with role and read position, by name.
     async fn memberships_of(&self, user_id: &str) -> Result<Vec<Membership>>;
@@ -107,6 +108,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Message>>;
     /// Messages matching the query in channels the user is a member of, best match first.
     async fn search_messages(&self, query: SearchQuery) -> Result<Vec<Message>>;
+    /// A message of a channel by id.
+    async fn message_by_id(&self, channel_id: &str, id: &str) -> Result<Option<Message>>;
+    /// Replies in the thread of `root_id` with `seq > after_seq`, oldest first.
+    async fn thread_replies(
+        &self,
+        channel_id: &str,
+        root_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
     /// Messages with `seq > after_seq`, oldest first, at most `limit`.
     async fn messages_after(
         &self,

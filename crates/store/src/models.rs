@@ -231,6 +231,11 @@ pub struct Message {
     pub client_msg_id: String,
     pub body: String,
     pub created_at: OffsetDateTime,
+    /// For a reply: the id of the message that started its thread.
+    pub thread_root_id: Option<String>,
+    /// For a thread's root: how many replies it has, and when the last came.
+    pub reply_count: i64,
+    pub last_reply_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +247,9 @@ pub struct NewMessage {
     pub client_msg_id: String,
     pub body: String,
     pub created_at: OffsetDateTime,
+    /// Makes the message a reply in this root's thread: the root must be in the same channel
+    /// and not itself a reply (threads are one level deep).
+    pub thread_root_id: Option<String>,
 }
 
 /// What appending a message did.

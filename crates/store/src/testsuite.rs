@@ -38,6 +38,7 @@ macro_rules! store_testsuite {
             channels_are_renamed_and_archived,
             history_pages_backwards,
             search_finds_only_readable_messages,
+            replies_form_one_level_threads_counted_on_their_root,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -395,6 +396,7 @@ fn msg(channel: &Channel, sender: &User, client_msg_id: &str, body: &str) -> New
         client_msg_id: client_msg_id.into(),
         body: body.into(),
         created_at: t0(),
+        thread_root_id: None,
     }
 }
 
@@ -698,4 +700,95 @@ pub async fn search_finds_only_readable_messages(store: &dyn Store) {
         .await
         .unwrap()
         .is_empty());
+}
+
+pub async fn replies_form_one_level_threads_counted_on_their_root(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let a = channel(store, &alice, "a").await;
+    let other = channel(store, &alice, "other").await;
+    let root = store
+        .append_message(msg(&a, &alice, "root", "question?"))
+        .await
+        .unwrap()
+        .message;
+    assert_eq!(
+        (
+            root.reply_count,
+            root.last_reply_at,
+            root.thread_root_id.clone()
+        ),
+        (0, None, None)
+    );
+    let reply = |cid: &str, at: OffsetDateTime| NewMessage {
+        thread_root_id: Some(root.id.clone()),
+        created_at: at,
+        ..msg(&a, &alice, cid, "answer")
+    };
+    let r1 = store
+        .append_message(reply("r1", t0() + Duration::seconds(5)))
+        .await
+        .unwrap()
+        .message;
+    assert_eq!(r1.thread_root_id.as_deref(), Some(root.id.as_str()));
+    assert_eq!(r1.seq, 2, "replies take the channel's seq like any message");
+    store
+        .append_message(msg(&a, &alice, "plain", "unrelated"))
+        .await
+        .unwrap();
+    store
+        .append_message(reply("r2", t0() + Duration::seconds(9)))
+        .await
+        .unwrap();
+    // A retried reply does not count twice.
+    store
+        .append_message(reply("r2", t0() + Duration::seconds(9)))
+        .await
+        .unwrap();
+
+    let root_now = store.message_by_id(&a.id, &root.id).await.unwrap().unwrap();
+    assert_eq!(root_now.reply_count, 2);
+    assert_eq!(root_now.last_reply_at, Some(t0() + Duration::seconds(9)));
+    let replies = store.thread_replies(&a.id, &root.id, 0, 10).await.unwrap();
+    assert_eq!(
+        replies
+            .iter()
+            .map(|m| m.client_msg_id.as_str())
+            .collect::<Vec<_>>(),
+        ["r1", "r2"]
+    );
+    assert_eq!(
+        store
+            .thread_replies(&a.id, &root.id, 2, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Threads are one level deep, and stay in their channel.
+    let nested = NewMessage {
+        thread_root_id: Some(r1.id.clone()),
+        ..msg(&a, &alice, "nested", "x")
+    };
+    assert!(matches!(
+        store.append_message(nested).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let elsewhere = NewMessage {
+        thread_root_id: Some(root.id.clone()),
+        ..msg(&other, &alice, "elsewhere", "x")
+    };
+    assert!(matches!(
+        store.append_message(elsewhere).await,
+        Err(StoreError::Invalid(_))
+    ));
+    // A refused reply took no seq.
+    assert_eq!(
+        store.channel_by_id(&a.id).await.unwrap().unwrap().last_seq,
+        4
+    );
+    assert_eq!(
+        store.message_by_id(&other.id, &root.id).await.unwrap(),
+        None
+    );
 }

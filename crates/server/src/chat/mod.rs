@@ -74,21 +74,37 @@ pub fn message_frame(message: &Message) -> Utf8Bytes {
         sender: message.sender_id.clone(),
         body: message.body.clone(),
         client_msg_id: message.client_msg_id.clone(),
+        thread_root: message.thread_root_id.clone(),
         ts: message.created_at,
     };
     // Serializing a frame of strings and numbers cannot fail.
     Utf8Bytes::from(serde_json::to_string(&frame).unwrap_or_default())
 }
 
+/// A message a user wants to post.
+#[derive(Debug, Clone)]
+pub struct Post {
+    pub channel_id: String,
+    pub body: String,
+    pub client_msg_id: String,
+    /// Reply in the thread of this message id.
+    pub thread_root: Option<String>,
+}
+
 /// Stores a message and fans it out; see the module docs.
 pub async fn publish(
     state: &AppState,
     sender_id: &str,
-    channel_id: &str,
-    body: String,
-    client_msg_id: String,
+    post: Post,
     received_at: Instant,
 ) -> Result<Appended, ChatError> {
+    let Post {
+        channel_id,
+        body,
+        client_msg_id,
+        thread_root,
+    } = post;
+    let channel_id = channel_id.as_str();
     if body.is_empty() || body.len() > MAX_BODY_BYTES {
         return Err(ChatError::Invalid(
             ErrorCode::InvalidField,
@@ -128,8 +144,13 @@ pub async fn publish(
             client_msg_id,
             body,
             created_at: state.clock.now(),
+            thread_root_id: thread_root,
         })
-        .await?;
+        .await
+        .map_err(|err| match err {
+            StoreError::Invalid(why) => ChatError::Invalid(ErrorCode::InvalidField, why),
+            other => ChatError::Store(other),
+        })?;
     if appended.duplicate && appended.message.body != retry_check {
         return Err(ChatError::Invalid(
             ErrorCode::Conflict,

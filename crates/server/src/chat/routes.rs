@@ -8,7 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 use unhidra_proto::channels::{
     AddMemberRequest, ChannelList, ChannelSummary, ChatMessage, CreateChannelRequest,
-    CreatedChannel, MarkReadRequest, MessagePage, ReadPosition, SearchResults,
+    CreatedChannel, MarkReadRequest, MessagePage, ReadPosition, SearchResults, Thread,
     UpdateChannelRequest,
 };
 use unhidra_proto::{ErrorBody, ErrorCode};
@@ -91,6 +91,9 @@ pub fn wire(m: Message) -> ChatMessage {
         body: m.body,
         client_msg_id: m.client_msg_id,
         ts: m.created_at,
+        thread_root: m.thread_root_id,
+        reply_count: m.reply_count,
+        last_reply_at: m.last_reply_at,
     }
 }
 
@@ -412,4 +415,56 @@ pub async fn add_member(
         .add_member(&channel.id, &body.user_id, state.clock.now())
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadQuery {
+    /// Replies with a larger seq (paging forward).
+    after: Option<i64>,
+    /// At most this many replies (1–200, default 100).
+    limit: Option<u32>,
+}
+
+/// A thread: its root message and its replies, oldest first (members only).
+#[utoipa::path(
+    get, path = "/api/v1/channels/{id}/threads/{root_id}", tag = "channels",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "Channel id"),
+        ("root_id" = String, Path, description = "The thread's root message id"),
+        ThreadQuery,
+    ),
+    responses(
+        (status = 200, description = "The thread", body = Thread),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 403, description = "A public channel the caller has not joined", body = ErrorBody),
+        (status = 404, description = "No such channel or message", body = ErrorBody),
+    )
+)]
+pub async fn thread(
+    State(state): State<SharedState>,
+    auth: AuthUser,
+    Path((id, root_id)): Path<(String, String)>,
+    query: Result<Query<ThreadQuery>, QueryRejection>,
+) -> Result<Json<Thread>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    member_of(&state, &id, &auth.user_id).await?;
+    let root = state
+        .store
+        .message_by_id(&id, &root_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such message"))?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 200);
+    let mut replies = state
+        .store
+        .thread_replies(&id, &root.id, query.after.unwrap_or(0), limit + 1)
+        .await?;
+    let has_more = replies.len() > limit as usize;
+    replies.truncate(limit as usize);
+    Ok(Json(Thread {
+        root: wire(root),
+        replies: replies.into_iter().map(wire).collect(),
+        has_more,
+    }))
 }

@@ -341,14 +341,19 @@ impl Session {
                     channel,
                     body,
                     client_msg_id,
+                    thread_root,
                 },
                 Principal::User { id },
             ) => {
                 // Echo at most 64 characters of an id, whatever the client sent.
                 let reference: String = client_msg_id.chars().take(64).collect();
-                match chat::publish(&self.state, &id, &channel, body, client_msg_id, received_at)
-                    .await
-                {
+                let post = chat::Post {
+                    channel_id: channel,
+                    body,
+                    client_msg_id,
+                    thread_root,
+                };
+                match chat::publish(&self.state, &id, post, received_at).await {
                     Ok(appended) => {
                         self.out
                             .frame(&ServerFrame::Ack {

@@ -84,6 +84,7 @@ fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(chat::routes::add_member))
         .routes(routes!(chat::routes::remove_member))
         .routes(routes!(chat::routes::history))
+        .routes(routes!(chat::routes::thread))
         .routes(routes!(chat::routes::mark_read))
         .routes(routes!(chat::routes::search))
         .routes(routes!(gateway::handshake::upgrade))
@@ -112,6 +113,7 @@ pub fn api_router(state: SharedState) -> Router {
                 async move { Json(document) }
             }),
         )
+        .merge(crate::web::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -352,3 +352,91 @@ async fn search_finds_what_the_caller_may_read() {
     let r = app.get_as(&bob.access, "/api/v1/search").await;
     assert_error(r, 400, "bad_request").await;
 }
+
+#[tokio::test]
+async fn replies_form_threads_that_count_on_their_root() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let room = create(&app, &alice, "room", true).await;
+    add(&app, &alice, &room, &bob).await;
+    let mut a = user_ws(&app, &alice).await;
+    let mut b = user_ws(&app, &bob).await;
+    subscribe(&mut b, &room, None).await;
+    let root = publish(&mut a, &room, "lunch?", "q1").await;
+    let root_id = root["id"].as_str().unwrap().to_owned();
+    assert_eq!(next(&mut b).await["id"], root_id.as_str());
+
+    send(
+        &mut b,
+        json!({"type": "publish", "channel": room, "body": "yes, noon", "client_msg_id": "r1", "thread_root": root_id}),
+    )
+    .await;
+    let ack = next(&mut b).await;
+    assert_eq!(
+        (ack["type"].as_str(), ack["seq"].as_i64()),
+        (Some("ack"), Some(2))
+    );
+    // The reply reaches subscribers as a message naming its root.
+    let live = next(&mut b).await;
+    assert_eq!(
+        (live["thread_root"].as_str(), live["body"].as_str()),
+        (Some(root_id.as_str()), Some("yes, noon"))
+    );
+
+    let thread = body(
+        app.get_as(
+            &alice.access,
+            &format!("/api/v1/channels/{room}/threads/{root_id}"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(thread["root"]["reply_count"], 1);
+    assert!(thread["root"]["last_reply_at"].is_string());
+    assert_eq!(thread["replies"][0]["body"], "yes, noon");
+    assert_eq!(thread["replies"][0]["sender"], bob.id.as_str());
+    assert_eq!(thread["has_more"], false);
+    // History shows the count on the root and the root on the reply.
+    let history = body(
+        app.get_as(&alice.access, &format!("/api/v1/channels/{room}/messages"))
+            .await,
+    )
+    .await;
+    assert_eq!(history["messages"][0]["reply_count"], 1);
+    assert_eq!(history["messages"][1]["thread_root"], root_id.as_str());
+
+    // No threads of replies, no roots from elsewhere.
+    let reply_id = thread["replies"][0]["id"].as_str().unwrap().to_owned();
+    send(
+        &mut a,
+        json!({"type": "publish", "channel": room, "body": "deeper", "client_msg_id": "r2", "thread_root": reply_id}),
+    )
+    .await;
+    let e = next(&mut a).await;
+    assert_eq!(
+        (e["code"].as_str(), e["ref"].as_str()),
+        (Some("invalid_field"), Some("r2"))
+    );
+    send(
+        &mut a,
+        json!({"type": "publish", "channel": room, "body": "x", "client_msg_id": "r3", "thread_root": "nope"}),
+    )
+    .await;
+    assert_eq!(next(&mut a).await["code"], "invalid_field");
+    let r = app
+        .get_as(
+            &alice.access,
+            &format!("/api/v1/channels/{room}/threads/nope"),
+        )
+        .await;
+    assert_error(r, 404, "not_found").await;
+    let outsider = app.user("outsider").await;
+    let r = app
+        .get_as(
+            &outsider.access,
+            &format!("/api/v1/channels/{room}/threads/{root_id}"),
+        )
+        .await;
+    assert_error(r, 404, "not_found").await;
+}

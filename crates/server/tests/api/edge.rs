@@ -218,7 +218,7 @@ async fn api_responses_are_neither_cached_nor_sniffed() {
 }
 
 /// Every route the server answers, by method and path template.
-const ROUTES: [(&str, &str); 25] = [
+const ROUTES: [(&str, &str); 26] = [
     ("post", "/api/v1/auth/register"),
     ("post", "/api/v1/auth/login"),
     ("post", "/api/v1/auth/refresh"),
@@ -239,6 +239,7 @@ const ROUTES: [(&str, &str); 25] = [
     ("patch", "/api/v1/channels/{id}"),
     ("delete", "/api/v1/channels/{id}/members/{user_id}"),
     ("get", "/api/v1/channels/{id}/messages"),
+    ("get", "/api/v1/channels/{id}/threads/{root_id}"),
     ("post", "/api/v1/channels/{id}/read"),
     ("get", "/api/v1/search"),
     ("get", "/ws"),
@@ -292,7 +293,12 @@ async fn the_openapi_document_describes_every_route() {
 
     // And every documented route exists on the server (no 404 from the router).
     for (method, path) in ROUTES {
-        let url = app.url(&path.replace("{id}", "x").replace("{user_id}", "y"));
+        let url = app.url(
+            &path
+                .replace("{id}", "x")
+                .replace("{user_id}", "y")
+                .replace("{root_id}", "z"),
+        );
         let r = app
             .client
             .request(method.to_uppercase().parse().unwrap(), url)

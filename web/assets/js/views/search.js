@@ -1,0 +1,64 @@
+// Search: results replace the conversation until closed; picking one opens its channel
+// and highlights the message when it is loaded.
+
+import { byId, h, timeEl } from "../dom.js";
+import { senderName } from "../store.js";
+
+export function setupSearch({ store, api, onPick }) {
+  const form = byId("search-form");
+  const input = byId("search-input");
+  const view = byId("search-view");
+  const conversation = byId("conversation");
+  const results = byId("search-results");
+  const status = byId("search-status");
+
+  function show(visible) {
+    view.hidden = !visible;
+    conversation.hidden = visible;
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const q = input.value.trim();
+    if (!q) return;
+    show(true);
+    results.replaceChildren();
+    status.textContent = "Searching…";
+    try {
+      const found = await api.search(q);
+      status.textContent = found.length === 1 ? "1 message found." : `${found.length} messages found.`;
+      results.replaceChildren(...found.map((m) => {
+        const channel = store.channels.get(m.channel);
+        return h("li", {},
+          h("button", { type: "button", dataset: { channel: m.channel, seq: m.seq }, onclick: () => pick(m) },
+            h("span", { class: "meta" },
+              `${channel ? `#${channel.name}` : "a channel"} · ${senderName(store, m.sender)} · `, timeEl(m.ts)),
+            h("span", { class: "body" }, m.body)));
+      }));
+      results.querySelector("button")?.focus();
+    } catch (err) {
+      status.textContent = `Search failed: ${err.message}`;
+    }
+  });
+
+  async function pick(m) {
+    show(false);
+    await onPick(m.channel);
+    const li = byId("message-list").querySelector(`li[data-seq="${Number(m.seq)}"]`);
+    if (li) {
+      li.classList.add("highlight");
+      li.scrollIntoView({ block: "center" });
+      setTimeout(() => li.classList.remove("highlight"), 3000);
+    }
+  }
+
+  byId("search-close").addEventListener("click", () => {
+    show(false);
+    input.focus();
+  });
+  view.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") byId("search-close").click();
+  });
+
+  return { close: () => show(false) };
+}
