@@ -44,6 +44,8 @@ pub struct ChannelSummary {
     /// Messages after the caller's read position.
     pub unread: i64,
     pub archived: bool,
+    /// A direct conversation: its members are fixed and name it.
+    pub direct: bool,
 }
 
 /// `GET /api/v1/channels`: the caller's channels, by name.
@@ -129,4 +131,46 @@ pub struct MessagePage {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SearchResults {
     pub messages: Vec<ChatMessage>,
+}
+
+/// `POST /api/v1/dms`: open the direct conversation with these users (1–7 others besides
+/// the caller). The same people always get the same conversation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OpenDirectRequest {
+    pub user_ids: Vec<String>,
+}
+
+/// The direct conversation, and whether this call created it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DirectConversation {
+    pub id: String,
+    pub created: bool,
+}
+
+/// A channel member.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MemberInfo {
+    pub user_id: String,
+    pub username: String,
+    /// `owner`, `admin` or `member`.
+    pub role: String,
+}
+
+/// `GET /api/v1/channels/{id}/members`, by username.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MemberList {
+    pub members: Vec<MemberInfo>,
+}
+
+/// Another user, as people see each other.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserInfo {
+    pub user_id: String,
+    pub username: String,
 }

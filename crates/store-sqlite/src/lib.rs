@@ -15,9 +15,9 @@ use sqlx::sqlite::{
 };
 use time::OffsetDateTime;
 use unhidra_store::{
-    Appended, AuditEvent, Channel, Device, DeviceCredential, Membership, Message, NewAuditEvent,
-    NewChannel, NewDevice, NewMessage, NewSession, NewUser, NextRefreshToken, Result, Role,
-    RotateOutcome, SearchQuery, SessionRef, Store, StoreError, User,
+    Appended, AuditEvent, Channel, Device, DeviceCredential, Member, Membership, Message,
+    NewAuditEvent, NewChannel, NewDevice, NewMessage, NewSession, NewUser, NextRefreshToken,
+    Result, Role, RotateOutcome, SearchQuery, SessionRef, Store, StoreError, User,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -149,12 +149,13 @@ fn device_from_row(row: DeviceRow) -> Result<Device> {
     })
 }
 
-type ChannelRow = (String, String, bool, String, i64, i64, Option<i64>);
+type ChannelRow = (String, String, bool, String, i64, i64, Option<i64>, bool);
 
-const CHANNEL_COLUMNS: &str = "id, name, private, created_by, created_at, last_seq, archived_at";
+const CHANNEL_COLUMNS: &str =
+    "id, name, private, created_by, created_at, last_seq, archived_at, dm_key IS NOT NULL";
 
 fn channel_from_row(row: ChannelRow) -> Result<Channel> {
-    let (id, name, private, created_by, created_at, last_seq, archived_at) = row;
+    let (id, name, private, created_by, created_at, last_seq, archived_at, direct) = row;
     Ok(Channel {
         id,
         name,
@@ -163,6 +164,7 @@ fn channel_from_row(row: ChannelRow) -> Result<Channel> {
         created_at: from_ms(created_at)?,
         last_seq,
         archived_at: from_ms_opt(archived_at)?,
+        direct,
     })
 }
 
@@ -514,6 +516,7 @@ impl Store for SqliteStore {
             created_at: from_ms(ms(channel.created_at))?,
             last_seq: 0,
             archived_at: None,
+            direct: false,
         })
     }
 
@@ -654,6 +657,91 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn open_direct(
+        &self,
+        channel: NewChannel,
+        members: &[String],
+    ) -> Result<(Channel, bool)> {
+        let mut ids: Vec<&str> = members.iter().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let key = ids.join(",");
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let existing: Option<ChannelRow> = sqlx::query_as(&format!(
+            "SELECT {CHANNEL_COLUMNS} FROM channels WHERE dm_key = ?"
+        ))
+        .bind(&key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        if let Some(row) = existing {
+            return Ok((channel_from_row(row)?, false));
+        }
+        sqlx::query(
+            "INSERT INTO channels (id, name, private, created_by, created_at, dm_key)
+             VALUES (?, ?, 1, ?, ?, ?)",
+        )
+        .bind(&channel.id)
+        .bind(&channel.name)
+        .bind(&channel.created_by)
+        .bind(ms(channel.created_at))
+        .bind(&key)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_err("channel"))?;
+        for user_id in &ids {
+            sqlx::query(
+                "INSERT INTO channel_members (channel_id, user_id, joined_at, role)
+                 VALUES (?, ?, ?, 'member')",
+            )
+            .bind(&channel.id)
+            .bind(user_id)
+            .bind(ms(channel.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| match &err {
+                sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
+                    StoreError::Invalid("no such user")
+                }
+                _ => StoreError::backend(err),
+            })?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok((
+            Channel {
+                id: channel.id,
+                name: channel.name,
+                private: true,
+                created_by: channel.created_by,
+                created_at: from_ms(ms(channel.created_at))?,
+                last_seq: 0,
+                archived_at: None,
+                direct: true,
+            },
+            true,
+        ))
+    }
+
+    async fn members_of(&self, channel_id: &str) -> Result<Vec<Member>> {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT u.id, u.username, m.role FROM channel_members m JOIN users u ON u.id = m.user_id
+             WHERE m.channel_id = ? ORDER BY u.username",
+        )
+        .bind(channel_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(user_id, username, r)| {
+                Ok(Member {
+                    user_id,
+                    username,
+                    role: role(&r)?,
+                })
+            })
+            .collect()
+    }
+
     async fn memberships_of(&self, user_id: &str) -> Result<Vec<Membership>> {
         type Row = (
             String,
@@ -663,12 +751,13 @@ impl Store for SqliteStore {
             i64,
             i64,
             Option<i64>,
+            bool,
             String,
             i64,
         );
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT c.id, c.name, c.private, c.created_by, c.created_at, c.last_seq,
-                    c.archived_at, m.role, m.last_read_seq
+                    c.archived_at, c.dm_key IS NOT NULL, m.role, m.last_read_seq
              FROM channel_members m JOIN channels c ON c.id = m.channel_id
              WHERE m.user_id = ? ORDER BY c.name",
         )
@@ -677,13 +766,17 @@ impl Store for SqliteStore {
         .await
         .map_err(db)?;
         rows.into_iter()
-            .map(|(id, name, private, by, at, last, archived, r, read)| {
-                Ok(Membership {
-                    channel: channel_from_row((id, name, private, by, at, last, archived))?,
-                    role: role(&r)?,
-                    last_read_seq: read,
-                })
-            })
+            .map(
+                |(id, name, private, by, at, last, archived, direct, r, read)| {
+                    Ok(Membership {
+                        channel: channel_from_row((
+                            id, name, private, by, at, last, archived, direct,
+                        ))?,
+                        role: role(&r)?,
+                        last_read_seq: read,
+                    })
+                },
+            )
             .collect()
     }
 

@@ -85,6 +85,13 @@ pub trait Store: Send + Sync + 'static {
     /// the stored one is returned with `duplicate: true`. A reply bumps its root's reply
     /// count in the same transaction; a bad root is `Invalid`.
     async fn append_message(&self, message: NewMessage) -> Result<Appended>;
+    /// Opens the direct conversation of exactly `members` (user ids): the existing one if
+    /// these people already have one, else a new private channel with them as members.
+    /// Returns it, and whether it was created now. Every member must exist.
+    async fn open_direct(&self, channel: NewChannel, members: &[String])
+        -> Result<(Channel, bool)>;
+    /// A channel's members, by username.
+    async fn members_of(&self, channel_id: &str) -> Result<Vec<Member>>;
     /// The user's channels with role and read position, by name.
     async fn memberships_of(&self, user_id: &str) -> Result<Vec<Membership>>;
     async fn member_role(&self, channel_id: &str, user_id: &str) -> Result<Option<Role>>;

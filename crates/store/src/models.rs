@@ -156,6 +156,16 @@ pub struct Channel {
     pub last_seq: i64,
     /// An archived channel keeps its history but takes no new messages.
     pub archived_at: Option<OffsetDateTime>,
+    /// A direct message: its members are fixed when it is opened.
+    pub direct: bool,
+}
+
+/// A member as the channel's member list shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub user_id: String,
+    pub username: String,
+    pub role: Role,
 }
 
 /// What a member may do in a channel.

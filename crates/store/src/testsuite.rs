@@ -39,6 +39,7 @@ macro_rules! store_testsuite {
             history_pages_backwards,
             search_finds_only_readable_messages,
             replies_form_one_level_threads_counted_on_their_root,
+            direct_conversations_are_found_by_their_members,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -791,4 +792,57 @@ pub async fn replies_form_one_level_threads_counted_on_their_root(store: &dyn St
         store.message_by_id(&other.id, &root.id).await.unwrap(),
         None
     );
+}
+
+fn dm(creator: &User) -> NewChannel {
+    let id = id();
+    NewChannel {
+        name: format!("dm-{id}"),
+        id,
+        private: true,
+        created_by: creator.id.clone(),
+        created_at: t0(),
+    }
+}
+
+pub async fn direct_conversations_are_found_by_their_members(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let pair = vec![alice.id.clone(), bob.id.clone()];
+    let (first, created) = store.open_direct(dm(&alice), &pair).await.unwrap();
+    assert!(created && first.direct && first.private);
+    // The same people, in any order and from either side, get the same conversation.
+    let reversed = vec![bob.id.clone(), alice.id.clone(), bob.id.clone()];
+    let (again, created) = store.open_direct(dm(&bob), &reversed).await.unwrap();
+    assert_eq!((again.id.clone(), created), (first.id.clone(), false));
+    let trio = vec![alice.id.clone(), bob.id.clone(), carol.id.clone()];
+    let (group, created) = store.open_direct(dm(&carol), &trio).await.unwrap();
+    assert!(created);
+    assert_ne!(group.id, first.id);
+
+    let members = store.members_of(&first.id).await.unwrap();
+    let names: Vec<&str> = members.iter().map(|m| m.username.as_str()).collect();
+    assert_eq!(names, ["alice", "bob"]);
+    assert!(members.iter().all(|m| m.role == Role::Member));
+    assert!(!store.is_member(&first.id, &carol.id).await.unwrap());
+    assert!(
+        store
+            .channel_by_id(&first.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .direct
+    );
+    assert!(
+        store.memberships_of(&carol.id).await.unwrap()[0]
+            .channel
+            .direct
+    );
+
+    let ghost = vec![alice.id.clone(), "no-such-user".to_owned()];
+    let err = store.open_direct(dm(&alice), &ghost).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    // Nothing of the refused conversation remains.
+    assert_eq!(store.memberships_of(&alice.id).await.unwrap().len(), 2);
 }

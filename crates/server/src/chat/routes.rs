@@ -8,8 +8,8 @@ use axum::Json;
 use serde::Deserialize;
 use unhidra_proto::channels::{
     AddMemberRequest, ChannelList, ChannelSummary, ChatMessage, CreateChannelRequest,
-    CreatedChannel, MarkReadRequest, MessagePage, ReadPosition, SearchResults, Thread,
-    UpdateChannelRequest,
+    CreatedChannel, DirectConversation, MarkReadRequest, MemberInfo, MemberList, MessagePage,
+    OpenDirectRequest, ReadPosition, SearchResults, Thread, UpdateChannelRequest, UserInfo,
 };
 use unhidra_proto::{ErrorBody, ErrorCode};
 use unhidra_store::{Channel, Message, NewChannel, Role, SearchQuery, StoreError};
@@ -78,6 +78,10 @@ fn name_taken() -> ApiError {
     )
 }
 
+fn fixed_members() -> ApiError {
+    ApiError::forbidden("a direct conversation's members are fixed; open another one")
+}
+
 fn bad_query(rejection: QueryRejection) -> ApiError {
     ApiError::bad_request(ErrorCode::BadRequest, rejection.body_text())
 }
@@ -143,6 +147,7 @@ pub async fn list(
                 last_seq: m.channel.last_seq,
                 last_read_seq: m.last_read_seq,
                 archived: m.channel.archived_at.is_some(),
+                direct: m.channel.direct,
             })
             .collect(),
     }))
@@ -169,7 +174,10 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateChannelRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let (_channel, role) = member_of(&state, &id, &auth.user_id).await?;
+    let (channel, role) = member_of(&state, &id, &auth.user_id).await?;
+    if channel.direct {
+        return Err(fixed_members());
+    }
     if role < Role::Admin {
         return Err(ApiError::forbidden(
             "only owners and admins change a channel",
@@ -214,7 +222,10 @@ pub async fn remove_member(
     auth: AuthUser,
     Path((id, user_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let (_channel, caller_role) = member_of(&state, &id, &auth.user_id).await?;
+    let (channel, caller_role) = member_of(&state, &id, &auth.user_id).await?;
+    if channel.direct {
+        return Err(fixed_members());
+    }
     let target_role = state
         .store
         .member_role(&id, &user_id)
@@ -403,6 +414,9 @@ pub async fn add_member(
     if channel.private && !caller_is_member {
         return Err(no_channel());
     }
+    if channel.direct {
+        return Err(fixed_members());
+    }
     let joining_self = body.user_id == auth.user_id;
     if !caller_is_member && !joining_self {
         return Err(ApiError::forbidden("only members may add others"));
@@ -466,5 +480,156 @@ pub async fn thread(
         root: wire(root),
         replies: replies.into_iter().map(wire).collect(),
         has_more,
+    }))
+}
+
+/// Open (find or create) the direct conversation of the caller and `user_ids`.
+#[utoipa::path(
+    post, path = "/api/v1/dms", tag = "channels",
+    security(("bearer" = [])),
+    request_body = OpenDirectRequest,
+    responses(
+        (status = 200, description = "The existing conversation", body = DirectConversation),
+        (status = 201, description = "A new conversation", body = DirectConversation),
+        (status = 400, description = "No one else, or more than 7 others", body = ErrorBody),
+        (status = 404, description = "A user does not exist", body = ErrorBody),
+    )
+)]
+pub async fn open_direct(
+    State(state): State<SharedState>,
+    auth: AuthUser,
+    ApiJson(body): ApiJson<OpenDirectRequest>,
+) -> Result<(StatusCode, Json<DirectConversation>), ApiError> {
+    let mut members = body.user_ids;
+    members.push(auth.user_id.clone());
+    members.sort_unstable();
+    members.dedup();
+    if !(2..=8).contains(&members.len()) {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidField,
+            "a direct conversation has 1 to 7 people besides you",
+        ));
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let (channel, created) = state
+        .store
+        .open_direct(
+            NewChannel {
+                name: format!("dm-{id}"),
+                id,
+                private: true,
+                created_by: auth.user_id,
+                created_at: state.clock.now(),
+            },
+            &members,
+        )
+        .await
+        .map_err(|err| match err {
+            StoreError::Invalid(_) => ApiError::not_found("no such user"),
+            other => other.into(),
+        })?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(DirectConversation {
+            id: channel.id,
+            created,
+        }),
+    ))
+}
+
+/// A channel's members, by username (members only).
+#[utoipa::path(
+    get, path = "/api/v1/channels/{id}/members", tag = "channels",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Channel id")),
+    responses(
+        (status = 200, description = "The members", body = MemberList),
+        (status = 403, description = "A public channel the caller has not joined", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+    )
+)]
+pub async fn members(
+    State(state): State<SharedState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<MemberList>, ApiError> {
+    member_of(&state, &id, &auth.user_id).await?;
+    let members = state.store.members_of(&id).await?;
+    Ok(Json(MemberList {
+        members: members
+            .into_iter()
+            .map(|m| MemberInfo {
+                user_id: m.user_id,
+                username: m.username,
+                role: m.role.as_str().to_owned(),
+            })
+            .collect(),
+    }))
+}
+
+/// Another user by id.
+#[utoipa::path(
+    get, path = "/api/v1/users/{id}", tag = "channels",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The user", body = UserInfo),
+        (status = 404, description = "No such user", body = ErrorBody),
+    )
+)]
+pub async fn user(
+    State(state): State<SharedState>,
+    _auth: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<UserInfo>, ApiError> {
+    let user = state
+        .store
+        .user_by_id(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such user"))?;
+    Ok(Json(UserInfo {
+        user_id: user.id,
+        username: user.username,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UserLookup {
+    /// The exact username (case-insensitive).
+    username: String,
+}
+
+/// Find a user by username, to add them to a channel or open a conversation.
+#[utoipa::path(
+    get, path = "/api/v1/users", tag = "channels",
+    security(("bearer" = [])),
+    params(UserLookup),
+    responses(
+        (status = 200, description = "The user", body = UserInfo),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+    )
+)]
+pub async fn lookup_user(
+    State(state): State<SharedState>,
+    _auth: AuthUser,
+    query: Result<Query<UserLookup>, QueryRejection>,
+) -> Result<Json<UserInfo>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let name = query.username.trim().to_ascii_lowercase();
+    let user = state
+        .store
+        .user_by_username(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such user"))?;
+    Ok(Json(UserInfo {
+        user_id: user.id,
+        username: user.username,
     }))
 }

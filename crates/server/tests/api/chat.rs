@@ -56,7 +56,7 @@ async fn the_channel_list_shows_roles_and_unread_counts() {
     assert_eq!(
         channels[0],
         json!({"id": team, "name": "team", "private": true, "role": "member",
-               "last_seq": 3, "last_read_seq": 0, "unread": 3, "archived": false})
+               "last_seq": 3, "last_read_seq": 0, "unread": 3, "archived": false, "direct": false})
     );
     let r = app
         .post_as(
@@ -439,4 +439,128 @@ async fn replies_form_threads_that_count_on_their_root() {
         )
         .await;
     assert_error(r, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn direct_conversations_are_deduplicated_and_closed_to_others() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let open = |who: &User, ids: Vec<&str>| {
+        let req = app
+            .client
+            .post(app.url("/api/v1/dms"))
+            .bearer_auth(&who.access)
+            .json(&json!({"user_ids": ids}));
+        async move { req.send().await.unwrap() }
+    };
+    let r = open(&alice, vec![&bob.id]).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let dm = body(r).await;
+    assert_eq!(dm["created"], true);
+    let dm_id = dm["id"].as_str().unwrap().to_owned();
+    // Bob opening it (with himself listed too) finds the same conversation.
+    let r = open(&bob, vec![&alice.id, &bob.id]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(body(r).await["id"], dm_id.as_str());
+    // A group of three is a different conversation.
+    let group = body(open(&carol, vec![&alice.id, &bob.id]).await).await;
+    assert_ne!(group["id"], dm_id.as_str());
+
+    assert_error(open(&alice, vec![]).await, 400, "invalid_field").await;
+    assert_error(open(&alice, vec![&alice.id]).await, 400, "invalid_field").await;
+    assert_error(open(&alice, vec!["nobody"]).await, 404, "not_found").await;
+
+    // Both see it in their list, marked direct; the members are listed by name.
+    let list = body(app.get_as(&bob.access, "/api/v1/channels").await).await;
+    let mine = list["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == dm_id.as_str())
+        .unwrap();
+    assert_eq!(
+        (mine["direct"].clone(), mine["private"].clone()),
+        (json!(true), json!(true))
+    );
+    let members = body(
+        app.get_as(&alice.access, &format!("/api/v1/channels/{dm_id}/members"))
+            .await,
+    )
+    .await;
+    let names: Vec<&str> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+
+    // The conversation works like a channel, and only for its members.
+    let mut a = user_ws(&app, &alice).await;
+    assert_eq!(publish(&mut a, &dm_id, "psst", "d1").await["type"], "ack");
+    let mut c = user_ws(&app, &carol).await;
+    assert_eq!(
+        publish(&mut c, &dm_id, "let me in", "d2").await["code"],
+        "forbidden"
+    );
+    let r = app
+        .get_as(&carol.access, &format!("/api/v1/channels/{dm_id}/messages"))
+        .await;
+    assert_error(r, 404, "not_found").await;
+    // Its members are fixed.
+    assert_error(add(&app, &alice, &dm_id, &carol).await, 403, "forbidden").await;
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/v1/channels/{dm_id}/members/{}", bob.id)))
+        .bearer_auth(&alice.access)
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 403, "forbidden").await;
+}
+
+#[tokio::test]
+async fn users_are_found_by_id_and_by_name() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let found = body(
+        app.get_as(&alice.access, &format!("/api/v1/users/{}", bob.id))
+            .await,
+    )
+    .await;
+    assert_eq!(found, json!({"user_id": bob.id, "username": "bob"}));
+    let r = app
+        .get_as(&alice.access, "/api/v1/users?username=BOB")
+        .await;
+    assert_eq!(body(r).await["user_id"], bob.id.as_str());
+    assert_error(
+        app.get_as(&alice.access, "/api/v1/users?username=nobody")
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_error(
+        app.get_as(&alice.access, "/api/v1/users/nope").await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_error(
+        app.get_as(&alice.access, "/api/v1/users").await,
+        400,
+        "bad_request",
+    )
+    .await;
+    let r = app
+        .client
+        .get(app.url(&format!("/api/v1/users/{}", bob.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 401, "unauthorized").await;
+    assert!(!found.to_string().contains("argon2"));
 }

@@ -218,7 +218,7 @@ async fn api_responses_are_neither_cached_nor_sniffed() {
 }
 
 /// Every route the server answers, by method and path template.
-const ROUTES: [(&str, &str); 26] = [
+const ROUTES: [(&str, &str); 30] = [
     ("post", "/api/v1/auth/register"),
     ("post", "/api/v1/auth/login"),
     ("post", "/api/v1/auth/refresh"),
@@ -242,6 +242,10 @@ const ROUTES: [(&str, &str); 26] = [
     ("get", "/api/v1/channels/{id}/threads/{root_id}"),
     ("post", "/api/v1/channels/{id}/read"),
     ("get", "/api/v1/search"),
+    ("get", "/api/v1/channels/{id}/members"),
+    ("post", "/api/v1/dms"),
+    ("get", "/api/v1/users/{id}"),
+    ("get", "/api/v1/users"),
     ("get", "/ws"),
     ("get", "/healthz"),
     ("get", "/readyz"),
