@@ -161,7 +161,12 @@ pub async fn launch_with_clock(
     });
 
     let tasks = TaskTracker::new();
-    tasks.spawn(housekeeping(Arc::clone(&state), hub, shutdown.clone()));
+    tasks.spawn(housekeeping(
+        Arc::clone(&state),
+        hub,
+        prometheus.clone(),
+        shutdown.clone(),
+    ));
     if let Some(listener) = listeners.metrics {
         let addr = listener.local_addr().map_err(LaunchError::Serve)?;
         tracing::info!(%addr, "metrics listening on /metrics");
@@ -195,8 +200,14 @@ pub async fn launch_with_clock(
                 .with_graceful_shutdown(drained)
                 .await
         }
+        // Small frames (acks, deliveries) must not wait for Nagle's algorithm.
         None => {
-            axum::serve(listeners.api, app)
+            let listener = listeners.api.tap_io(|tcp| {
+                if let Err(err) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %err, "could not set TCP_NODELAY");
+                }
+            });
+            axum::serve(listener, app)
                 .with_graceful_shutdown(drained)
                 .await
         }
@@ -221,16 +232,25 @@ pub async fn launch_with_clock(
     served.map_err(LaunchError::Serve)
 }
 
-/// Periodic clean-up: forgets recovered rate-limit keys and channel rings nobody listens to.
-async fn housekeeping(state: Arc<AppState>, hub: Arc<LocalHub>, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(Duration::from_secs(60));
+/// Periodic clean-up: forgets recovered rate-limit keys and channel rings nobody listens
+/// to, and folds recorded histogram samples into their buckets (the exporter otherwise keeps
+/// every sample until the next scrape, so an unscraped server would grow without bound).
+async fn housekeeping(
+    state: Arc<AppState>,
+    hub: Arc<LocalHub>,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: CancellationToken,
+) {
+    let mut sweep = tokio::time::interval(Duration::from_secs(60));
+    let mut upkeep = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = every.tick() => {
+            _ = sweep.tick() => {
                 state.limits.evict();
                 hub.sweep();
             }
+            _ = upkeep.tick() => prometheus.run_upkeep(),
         }
     }
 }

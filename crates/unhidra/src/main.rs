@@ -88,12 +88,24 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     }
 }
 
+/// Binds with a listen backlog of 4096 (the kernel caps it at `net.core.somaxconn`): tokio's
+/// `TcpListener::bind` uses 128, which overflows when thousands of devices reconnect at once
+/// and costs each dropped SYN a one-second retry.
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let api = TcpListener::bind(config.listen)
-        .await
+    let api = bind(config.listen)
         .with_context(|| format!("binding the API listener on {}", config.listen))?;
-    let metrics = TcpListener::bind(config.metrics_listen)
-        .await
+    let metrics = bind(config.metrics_listen)
         .with_context(|| format!("binding the metrics listener on {}", config.metrics_listen))?;
     let shutdown = CancellationToken::new();
     // Handlers are installed before serving starts, so an early SIGTERM drains too.

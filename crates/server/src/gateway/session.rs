@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
@@ -233,7 +233,7 @@ impl Session {
                     self.inbound(frame).await
                 }
                 Some((channel, item)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
-                    self.deliver(channel, item).await
+                    self.deliver_burst(channel, item).await
                 }
                 _ = ping.tick() => {
                     if unanswered_pings >= 2 {
@@ -514,6 +514,24 @@ impl Session {
             // Keep replays from piling up unflushed in memory.
             self.out.flush().await?;
         }
+    }
+
+    /// Delivers `item` and whatever else is ready right now, up to a burst, so that the
+    /// loop's single flush writes them together instead of one write per delivery.
+    async fn deliver_burst(
+        &mut self,
+        channel: String,
+        item: Result<Arc<Delivery>, BroadcastStreamRecvError>,
+    ) -> Result<(), End> {
+        const BURST: usize = 32;
+        self.deliver(channel, item).await?;
+        for _ in 1..BURST {
+            match self.subscriptions.next().now_or_never() {
+                Some(Some((channel, item))) => self.deliver(channel, item).await?,
+                _ => break,
+            }
+        }
+        Ok(())
     }
 
     async fn deliver(
