@@ -4,6 +4,8 @@
 //! has one writer anyway; queueing in the pool is cheaper than `SQLITE_BUSY` retries), reads
 //! through a small pool of read-only connections that WAL lets run beside the writer.
 //! `synchronous=FULL`: a write the server acknowledges survives a crash or power loss.
+//! Message appends are group-committed: those that queue while a commit is on disk share the
+//! next transaction (and its fsync), each acknowledged only after that commit.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -14,6 +16,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
 use unhidra_store::{
     Appended, AuditEvent, Channel, Device, DeviceCredential, Member, Membership, Message,
     NewAuditEvent, NewChannel, NewDevice, NewMessage, NewSession, NewUser, NextRefreshToken,
@@ -27,6 +30,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Message appends, group-committed by [`append_loop`].
+    appends: mpsc::Sender<AppendJob>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -58,7 +63,13 @@ impl SqliteStore {
             .await
             .map_err(StoreError::backend)?;
         tracing::debug!(path = %path.display(), "sqlite store open");
-        Ok(Self { writer, reader })
+        let (appends, jobs) = mpsc::channel(1024);
+        tokio::spawn(append_loop(writer.clone(), jobs));
+        Ok(Self {
+            writer,
+            reader,
+            appends,
+        })
     }
 
     /// Closes both pools, waiting for in-flight queries.
@@ -562,99 +573,12 @@ impl Store for SqliteStore {
     }
 
     async fn append_message(&self, message: NewMessage) -> Result<Appended> {
-        // The single writer connection serializes this transaction against every other
-        // append, so reading and bumping last_seq cannot interleave with another append.
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let existing: Option<MessageRow> = sqlx::query_as(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages
-             WHERE channel_id = ? AND sender_id = ? AND client_msg_id = ?"
-        ))
-        .bind(&message.channel_id)
-        .bind(&message.sender_id)
-        .bind(&message.client_msg_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        if let Some(row) = existing {
-            return Ok(Appended {
-                message: message_from_row(row)?,
-                duplicate: true,
-            });
-        }
-        if let Some(root_id) = &message.thread_root_id {
-            let root: Option<(Option<String>,)> = sqlx::query_as(
-                "SELECT thread_root_id FROM messages WHERE channel_id = ? AND id = ?",
-            )
-            .bind(&message.channel_id)
-            .bind(root_id)
-            .fetch_optional(&mut *tx)
+        let (reply, answer) = oneshot::channel();
+        self.appends
+            .send(AppendJob { message, reply })
             .await
-            .map_err(db)?;
-            match root {
-                None => return Err(StoreError::Invalid("no such thread root in this channel")),
-                Some((Some(_),)) => {
-                    return Err(StoreError::Invalid("a reply cannot start a thread"))
-                }
-                Some((None,)) => {}
-            }
-            sqlx::query(
-                "UPDATE messages SET reply_count = reply_count + 1, last_reply_at = ?
-                 WHERE channel_id = ? AND id = ?",
-            )
-            .bind(ms(message.created_at))
-            .bind(&message.channel_id)
-            .bind(root_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        let (seq,): (i64,) = sqlx::query_as(
-            "UPDATE channels SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
-        )
-        .bind(&message.channel_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| StoreError::Corrupt(format!("no channel {}", message.channel_id)))?;
-        sqlx::query(
-            "INSERT INTO messages
-                 (id, channel_id, seq, sender_id, client_msg_id, body, created_at, thread_root_id)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&message.id)
-        .bind(&message.channel_id)
-        .bind(seq)
-        .bind(&message.sender_id)
-        .bind(&message.client_msg_id)
-        .bind(&message.body)
-        .bind(ms(message.created_at))
-        .bind(&message.thread_root_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(write_err("message"))?;
-        sqlx::query("INSERT INTO messages_fts (body, channel_id, message_id) VALUES (?, ?, ?)")
-            .bind(&message.body)
-            .bind(&message.channel_id)
-            .bind(&message.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(Appended {
-            message: Message {
-                id: message.id,
-                channel_id: message.channel_id,
-                seq,
-                sender_id: message.sender_id,
-                client_msg_id: message.client_msg_id,
-                body: message.body,
-                created_at: from_ms(ms(message.created_at))?,
-                thread_root_id: message.thread_root_id,
-                reply_count: 0,
-                last_reply_at: None,
-            },
-            duplicate: false,
-        })
+            .map_err(|_| appends_stopped())?;
+        answer.await.map_err(|_| appends_stopped())?
     }
 
     async fn open_direct(
@@ -1012,4 +936,164 @@ impl Store for SqliteStore {
             })
             .collect()
     }
+}
+
+/// An append waiting for the writer.
+struct AppendJob {
+    message: NewMessage,
+    reply: oneshot::Sender<Result<Appended>>,
+}
+
+/// Most appends committed in one transaction.
+const MAX_BATCH: usize = 64;
+
+fn appends_stopped() -> StoreError {
+    StoreError::backend(std::io::Error::other("the store's writer has stopped"))
+}
+
+/// Group commit for messages. Appends queue here and are written in batches: everything
+/// that queued while the previous commit was on disk goes into the next transaction, one
+/// savepoint each (a refused append rolls back alone), and each is answered only after the
+/// batch's commit. One append alone is written at once; under load, one fsync serves many.
+async fn append_loop(writer: SqlitePool, mut jobs: mpsc::Receiver<AppendJob>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (messages, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|j| (j.message, j.reply)).unzip();
+        let results = append_batch(&writer, messages).await;
+        for (reply, result) in replies.into_iter().zip(results) {
+            // The caller may have gone away (its connection closed); the data is stored.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+async fn append_batch(writer: &SqlitePool, messages: Vec<NewMessage>) -> Vec<Result<Appended>> {
+    let count = messages.len();
+    let failed = |err: &sqlx::Error| -> Vec<Result<Appended>> {
+        (0..count)
+            .map(|_| Err(StoreError::backend(std::io::Error::other(err.to_string()))))
+            .collect()
+    };
+    let mut tx = match writer.begin().await {
+        Ok(tx) => tx,
+        Err(err) => return failed(&err),
+    };
+    let mut results = Vec::with_capacity(count);
+    for message in messages {
+        let mut savepoint = match sqlx::Acquire::begin(&mut *tx).await {
+            Ok(sp) => sp,
+            Err(err) => return failed(&err),
+        };
+        let result = append_in(&mut savepoint, message).await;
+        let ended = if result.is_ok() {
+            savepoint.commit().await
+        } else {
+            savepoint.rollback().await
+        };
+        if let Err(err) = ended {
+            return failed(&err);
+        }
+        results.push(result);
+    }
+    match tx.commit().await {
+        Ok(()) => results,
+        Err(err) => failed(&err),
+    }
+}
+
+/// One append inside the batch's transaction (see [`append_loop`]).
+async fn append_in(conn: &mut sqlx::SqliteConnection, message: NewMessage) -> Result<Appended> {
+    let existing: Option<MessageRow> = sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages
+         WHERE channel_id = ? AND sender_id = ? AND client_msg_id = ?"
+    ))
+    .bind(&message.channel_id)
+    .bind(&message.sender_id)
+    .bind(&message.client_msg_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db)?;
+    if let Some(row) = existing {
+        return Ok(Appended {
+            message: message_from_row(row)?,
+            duplicate: true,
+        });
+    }
+    if let Some(root_id) = &message.thread_root_id {
+        let root: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT thread_root_id FROM messages WHERE channel_id = ? AND id = ?")
+                .bind(&message.channel_id)
+                .bind(root_id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db)?;
+        match root {
+            None => return Err(StoreError::Invalid("no such thread root in this channel")),
+            Some((Some(_),)) => return Err(StoreError::Invalid("a reply cannot start a thread")),
+            Some((None,)) => {}
+        }
+        sqlx::query(
+            "UPDATE messages SET reply_count = reply_count + 1, last_reply_at = ?
+             WHERE channel_id = ? AND id = ?",
+        )
+        .bind(ms(message.created_at))
+        .bind(&message.channel_id)
+        .bind(root_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    }
+    let (seq,): (i64,) = sqlx::query_as(
+        "UPDATE channels SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
+    )
+    .bind(&message.channel_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db)?
+    .ok_or_else(|| StoreError::Corrupt(format!("no channel {}", message.channel_id)))?;
+    sqlx::query(
+        "INSERT INTO messages
+             (id, channel_id, seq, sender_id, client_msg_id, body, created_at, thread_root_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&message.id)
+    .bind(&message.channel_id)
+    .bind(seq)
+    .bind(&message.sender_id)
+    .bind(&message.client_msg_id)
+    .bind(&message.body)
+    .bind(ms(message.created_at))
+    .bind(&message.thread_root_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(write_err("message"))?;
+    sqlx::query("INSERT INTO messages_fts (body, channel_id, message_id) VALUES (?, ?, ?)")
+        .bind(&message.body)
+        .bind(&message.channel_id)
+        .bind(&message.id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(Appended {
+        message: Message {
+            id: message.id,
+            channel_id: message.channel_id,
+            seq,
+            sender_id: message.sender_id,
+            client_msg_id: message.client_msg_id,
+            body: message.body,
+            created_at: from_ms(ms(message.created_at))?,
+            thread_root_id: message.thread_root_id,
+            reply_count: 0,
+            last_reply_at: None,
+        },
+        duplicate: false,
+    })
 }

@@ -34,6 +34,7 @@ macro_rules! store_testsuite {
             messages_get_gap_free_seqs_per_channel,
             retried_messages_are_stored_once,
             concurrent_appends_never_share_a_seq,
+            a_refused_append_among_concurrent_ones_takes_nothing_with_it,
             members_have_roles_read_positions_and_can_leave,
             channels_are_renamed_and_archived,
             history_pages_backwards,
@@ -845,4 +846,31 @@ pub async fn direct_conversations_are_found_by_their_members(store: &dyn Store) 
     assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
     // Nothing of the refused conversation remains.
     assert_eq!(store.memberships_of(&alice.id).await.unwrap().len(), 2);
+}
+
+pub async fn a_refused_append_among_concurrent_ones_takes_nothing_with_it(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let a = channel(store, &alice, "a").await;
+    let appends = (0..15).map(|i| {
+        let mut m = msg(&a, &alice, &format!("c{i}"), "x");
+        if i % 3 == 0 {
+            m.thread_root_id = Some("no-such-root".into());
+        }
+        async move { (i, store.append_message(m).await) }
+    });
+    let outcomes = futures::future::join_all(appends).await;
+    let mut seqs = Vec::new();
+    for (i, outcome) in outcomes {
+        if i % 3 == 0 {
+            assert!(
+                matches!(outcome, Err(StoreError::Invalid(_))),
+                "{i}: {outcome:?}"
+            );
+        } else {
+            seqs.push(outcome.unwrap().message.seq);
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=10).collect::<Vec<i64>>());
+    assert_eq!(store.messages_after(&a.id, 0, 100).await.unwrap().len(), 10);
 }
