@@ -6,6 +6,8 @@ use unhidra_proto::auth::TokenPair;
 use unhidra_store::{NewSession, NextRefreshToken};
 use unhidra_tokens::opaque::RefreshToken;
 
+use unhidra_tokens::jwt::AccessClaims;
+
 use crate::http::ApiError;
 use crate::state::AppState;
 
@@ -63,4 +65,37 @@ pub fn continue_session(
     refresh: &RefreshToken,
 ) -> Result<TokenPair, ApiError> {
     pair(state, user_id, session_id, refresh)
+}
+
+/// What checking a presented access token found.
+pub enum TokenCheck {
+    Valid(AccessClaims),
+    /// Refused: `reason` labels the metric and log line, `error` goes to the client.
+    Refused {
+        reason: &'static str,
+        error: ApiError,
+    },
+}
+
+/// Checks an access token for both the REST extractor and the WebSocket handshake: the
+/// signature and claims at the clock's time, then that its session is still live (so logout
+/// and refresh-token reuse take effect at once). `Err` is a store failure, not a refusal.
+pub async fn check_access_token(state: &AppState, token: &str) -> Result<TokenCheck, ApiError> {
+    let now = state.clock.now();
+    let claims = match state.tokens.verify(token, now) {
+        Ok(claims) => claims,
+        Err(err) => {
+            return Ok(TokenCheck::Refused {
+                reason: err.reason(),
+                error: ApiError::unauthorized("invalid or expired access token"),
+            })
+        }
+    };
+    if !state.store.session_is_live(&claims.sid, now).await? {
+        return Ok(TokenCheck::Refused {
+            reason: "session_ended",
+            error: ApiError::unauthorized("the session has ended; log in again"),
+        });
+    }
+    Ok(TokenCheck::Valid(claims))
 }

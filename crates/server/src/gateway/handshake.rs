@@ -15,6 +15,7 @@ use unhidra_proto::ws::{Principal, BEARER_PREFIX, DEVICE_PREFIX, PROTOCOL};
 use unhidra_proto::ErrorCode;
 
 use super::session::{self, SessionStart};
+use crate::auth::sessions::{check_access_token, TokenCheck};
 use crate::http::extract::ClientIp;
 use crate::http::ApiError;
 use crate::rate_limit::Limit;
@@ -108,22 +109,10 @@ async fn authenticate(
     credential: Credential<'_>,
 ) -> Result<(Principal, Option<String>), ApiError> {
     match credential {
-        Credential::Bearer(token) => {
-            let now = state.clock.now();
-            let claims = state.tokens.verify(token, now).map_err(|err| {
-                refuse(
-                    err.reason(),
-                    ApiError::unauthorized("invalid or expired access token"),
-                )
-            })?;
-            if !state.store.session_is_live(&claims.sid, now).await? {
-                return Err(refuse(
-                    "session_ended",
-                    ApiError::unauthorized("the session has ended; log in again"),
-                ));
-            }
-            Ok((Principal::User { id: claims.sub }, Some(claims.sid)))
-        }
+        Credential::Bearer(token) => match check_access_token(state, token).await? {
+            TokenCheck::Valid(claims) => Ok((Principal::User { id: claims.sub }, Some(claims.sid))),
+            TokenCheck::Refused { reason, error } => Err(refuse(reason, error)),
+        },
         Credential::Device(key) => {
             match crate::devices::authenticate(&*state.store, &state.device_keys, key).await {
                 Ok(device) => Ok((

@@ -18,6 +18,7 @@ use unhidra_proto::ErrorCode;
 use unhidra_store::User;
 
 use super::ApiError;
+use crate::auth::sessions::{check_access_token, TokenCheck};
 use crate::devices::DEVICE_KEY_PREFIX;
 use crate::state::SharedState;
 
@@ -152,18 +153,14 @@ impl FromRequestParts<SharedState> for AuthUser {
                 "this route needs a user's access token",
             ));
         }
-        let now = state.clock.now();
-        let claims = state.tokens.verify(token, now).map_err(|err| {
-            crate::metrics::auth_failure(err.reason());
-            tracing::debug!(reason = err.reason(), "access token refused");
-            ApiError::unauthorized("invalid or expired access token")
-        })?;
-        if !state.store.session_is_live(&claims.sid, now).await? {
-            crate::metrics::auth_failure("session_ended");
-            return Err(ApiError::unauthorized(
-                "the session has ended; log in again",
-            ));
-        }
+        let claims = match check_access_token(state, token).await? {
+            TokenCheck::Valid(claims) => claims,
+            TokenCheck::Refused { reason, error } => {
+                crate::metrics::auth_failure(reason);
+                tracing::debug!(reason, "access token refused");
+                return Err(error);
+            }
+        };
         Ok(Self {
             user_id: claims.sub,
             session_id: claims.sid,
