@@ -67,6 +67,27 @@ impl Api {
         response.json().await.context("reading the login response")
     }
 
+    /// Registers `count` devices named `bench-device-<i>` for the user of `access`, at most
+    /// `concurrency` requests in flight; returns their API keys in order.
+    pub async fn register_devices(
+        &self,
+        access: &str,
+        count: u32,
+        concurrency: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        let api = self.clone();
+        let access = access.to_owned();
+        let created = crate::workers::for_each((0..count).collect(), concurrency, move |i: u32| {
+            let (api, access) = (api.clone(), access.clone());
+            async move {
+                api.create_device(&access, &format!("bench-device-{i}"))
+                    .await
+            }
+        })
+        .await?;
+        created.into_iter().map(|c| c.map(|c| c.api_key)).collect()
+    }
+
     pub async fn create_device(&self, access: &str, name: &str) -> anyhow::Result<CreatedDevice> {
         let body = CreateDeviceRequest {
             name: name.to_owned(),

@@ -156,25 +156,9 @@ async fn over_http(
     let access = api.login(&username, PASSWORD).await?.access_token;
 
     let started = Instant::now();
-    let registered = workers::for_each(
-        (0..args.devices).collect(),
-        args.register_concurrency as usize,
-        {
-            let api = api.clone();
-            move |i: u32| {
-                let (api, access) = (api.clone(), access.clone());
-                async move {
-                    api.create_device(&access, &format!("bench-device-{i}"))
-                        .await
-                }
-            }
-        },
-    )
-    .await?;
-    let keys = registered
-        .into_iter()
-        .map(|created| created.map(|c| c.api_key))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let keys = api
+        .register_devices(&access, args.devices, args.register_concurrency as usize)
+        .await?;
     let registration = Phase::new(keys.len() as u64, started.elapsed());
 
     // A fresh client: the storm opens its own connections, at most one per concurrent device.

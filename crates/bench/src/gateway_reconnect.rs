@@ -29,7 +29,6 @@ use crate::server_process::{
     bench_config, histogram_buckets, metric_value, observations_above, Usage,
 };
 use crate::stats::{per_second, LatencySummary};
-use crate::workers;
 use crate::ws_client::{Credential, Failure, Failures, Ws};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -140,25 +139,12 @@ async fn measure(args: &GatewayReconnectArgs, bench: &Bench) -> anyhow::Result<R
     api.register(&username, PASSWORD).await?;
     let access = api.login(&username, PASSWORD).await?.access_token;
     let started = Instant::now();
-    let created = workers::for_each(
-        (0..args.devices).collect(),
-        args.register_concurrency as usize,
-        {
-            let api = api.clone();
-            move |i: u32| {
-                let (api, access) = (api.clone(), access.clone());
-                async move {
-                    api.create_device(&access, &format!("bench-device-{i}"))
-                        .await
-                }
-            }
-        },
-    )
-    .await?;
-    let keys: Vec<Credential> = created
+    let keys: Vec<Credential> = api
+        .register_devices(&access, args.devices, args.register_concurrency as usize)
+        .await?
         .into_iter()
-        .map(|c| c.map(|c| Credential::Device(c.api_key)))
-        .collect::<anyhow::Result<_>>()?;
+        .map(Credential::Device)
+        .collect();
     let registration_secs = started.elapsed().as_secs_f64();
     let keys = Arc::new(keys);
 
