@@ -41,8 +41,10 @@ pub struct ChannelSummary {
     pub last_seq: i64,
     /// How far the caller has read.
     pub last_read_seq: i64,
-    /// Messages after the caller's read position.
+    /// Messages from others after the caller's read position (deleted ones not counted).
     pub unread: i64,
+    /// Of those, the ones that mention the caller (`@username`).
+    pub mentions: i64,
     pub archived: bool,
     /// A direct conversation: its members are fixed and name it.
     pub direct: bool,
@@ -104,6 +106,72 @@ pub struct ChatMessage {
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub last_reply_at: Option<time::OffsetDateTime>,
+    /// When the body was last edited (absent: never).
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub edited_at: Option<time::OffsetDateTime>,
+    /// A deleted message is a tombstone: its body is empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// Reactions by emoji, in the order each emoji was first used (absent: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionInfo>,
+}
+
+/// One emoji on a message and who reacted with it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReactionInfo {
+    pub emoji: String,
+    /// User ids, oldest reaction first.
+    pub users: Vec<String>,
+}
+
+/// `PATCH /api/v1/channels/{id}/messages/{message_id}`: the author replaces the body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EditMessageRequest {
+    pub body: String,
+}
+
+/// A body a message had before an edit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RevisionInfo {
+    /// 1 for the original body.
+    pub rev: i64,
+    pub body: String,
+    /// When an edit replaced it.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub replaced_at: time::OffsetDateTime,
+}
+
+/// `GET /api/v1/channels/{id}/messages/{message_id}/revisions` (channel admins): the
+/// message's earlier bodies, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RevisionList {
+    pub revisions: Vec<RevisionInfo>,
+}
+
+/// Whether a user is connected, and whether they are at their keyboard.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    /// At least one connection, and not every one of them idle.
+    Online,
+    /// Connected, but every connection reports its user idle.
+    Away,
+    /// No connection.
+    #[default]
+    Offline,
 }
 
 /// `GET /api/v1/channels/{id}/threads/{root_id}`: a thread's root and its replies.
@@ -158,6 +226,9 @@ pub struct MemberInfo {
     pub username: String,
     /// `owner`, `admin` or `member`.
     pub role: String,
+    pub presence: PresenceStatus,
+    /// How far this member has read (their read receipt).
+    pub last_read_seq: i64,
 }
 
 /// `GET /api/v1/channels/{id}/members`, by username.

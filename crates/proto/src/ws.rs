@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::channels::{ChannelSummary, ChatMessage, PresenceStatus};
 use crate::ErrorCode;
 
 /// The subprotocol every client offers, and the only one the server answers with.
@@ -55,6 +56,15 @@ pub enum ClientFrame {
         thread_root: Option<String>,
     },
     Ping {},
+    /// The user is typing in a subscribed channel; others there get a `typing` frame. Send
+    /// it every few seconds while typing (more than one per 2 s per channel is ignored).
+    Typing {
+        channel: String,
+    },
+    /// The user is idle (`away`) or back (`online`) on this connection.
+    Presence {
+        status: PresenceStatus,
+    },
     /// A device's measurements: metric name → finite number.
     Telemetry {
         metrics: BTreeMap<String, f64>,
@@ -111,19 +121,91 @@ pub enum ServerFrame {
         #[serde(with = "time::serde::rfc3339")]
         ts: OffsetDateTime,
     },
-    Message {
+    /// A message in its current state (a replay shows edits and deletions made since).
+    Message(ChatMessage),
+    /// `message` (current state) was edited; `seq` is the edit's place in the channel.
+    MessageEdited {
         channel: String,
-        id: String,
         seq: i64,
-        sender: String,
-        body: String,
-        /// The sender's idempotency key, so a sender recognises its own messages in a replay.
-        client_msg_id: String,
-        /// For a reply: the id of its thread's root message.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        thread_root: Option<String>,
+        message: ChatMessage,
+    },
+    /// Message `id` is now a tombstone (deleted by `by`).
+    MessageDeleted {
+        channel: String,
+        seq: i64,
+        id: String,
+        by: String,
         #[serde(with = "time::serde::rfc3339")]
         ts: OffsetDateTime,
+    },
+    /// `user` reacted to message `id` with `emoji`.
+    ReactionAdded {
+        channel: String,
+        seq: i64,
+        id: String,
+        user: String,
+        emoji: String,
+        #[serde(with = "time::serde::rfc3339")]
+        ts: OffsetDateTime,
+    },
+    ReactionRemoved {
+        channel: String,
+        seq: i64,
+        id: String,
+        user: String,
+        emoji: String,
+        #[serde(with = "time::serde::rfc3339")]
+        ts: OffsetDateTime,
+    },
+    /// `user` joined (or was added by `by`).
+    MemberJoined {
+        channel: String,
+        seq: i64,
+        user: String,
+        by: String,
+        #[serde(with = "time::serde::rfc3339")]
+        ts: OffsetDateTime,
+    },
+    /// `user` left (or was removed by `by`).
+    MemberLeft {
+        channel: String,
+        seq: i64,
+        user: String,
+        by: String,
+        #[serde(with = "time::serde::rfc3339")]
+        ts: OffsetDateTime,
+    },
+    /// The channel was renamed, archived or unarchived: its current name and state.
+    ChannelUpdated {
+        channel: String,
+        seq: i64,
+        name: String,
+        archived: bool,
+        by: String,
+    },
+    /// Not replayed (no `seq`): `user` is typing in `channel` (show it for ~5 s).
+    Typing {
+        channel: String,
+        user: String,
+    },
+    /// Not replayed: `user` has read `channel` up to `seq`.
+    Receipt {
+        channel: String,
+        user: String,
+        seq: i64,
+    },
+    /// Not replayed: `user`'s presence changed (sent to everyone sharing a channel with them).
+    Presence {
+        user: String,
+        status: PresenceStatus,
+    },
+    /// Not replayed: the connection's user became a member of a channel (subscribe to it).
+    ChannelAdded {
+        channel: ChannelSummary,
+    },
+    /// Not replayed: the connection's user is no longer a member of `channel`.
+    ChannelRemoved {
+        channel: String,
     },
     /// A frame was refused; `ref` names it (its `client_msg_id` or `channel`) when it can.
     Error {

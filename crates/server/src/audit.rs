@@ -23,6 +23,8 @@ pub mod kind {
     pub const ADMIN_KEY_ROTATED: &str = "admin.signing_key_rotated";
     pub const ADMIN_KEY_RETIRED: &str = "admin.signing_key_retired";
     pub const ADMIN_CONNECTION_CLOSED: &str = "admin.connection_closed";
+    /// A moderator deleted someone else's message.
+    pub const MESSAGE_MODERATED: &str = "chat.message_deleted_by_moderator";
 }
 
 /// One event to record.

@@ -18,10 +18,13 @@ use sqlx::sqlite::{
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use unhidra_store::{
-    Appended, AuditEvent, Channel, Device, DeviceCredential, Member, Membership, Message,
-    NewAuditEvent, NewChannel, NewDevice, NewMessage, NewSession, NewUser, NextRefreshToken,
-    Result, Role, RotateOutcome, SearchQuery, SessionRef, Store, StoreError, User,
+    Actor, Appended, AuditEvent, Channel, ChannelEvent, Device, DeviceCredential, Member,
+    Membership, Message, MessageEdit, NewAuditEvent, NewChannel, NewDevice, NewMessage, NewSession,
+    NewUser, NextRefreshToken, ReactionOutcome, Result, Revision, Role, RotateOutcome, SearchQuery,
+    SessionRef, Store, StoreError, User,
 };
+
+mod timeline;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -205,14 +208,38 @@ type MessageRow = (
     Option<String>,
     i64,
     Option<i64>,
+    Option<i64>,
+    Option<i64>,
 );
 
 const MESSAGE_COLUMNS: &str = "id, channel_id, seq, sender_id, client_msg_id, body, created_at, \
-     thread_root_id, reply_count, last_reply_at";
+     thread_root_id, reply_count, last_reply_at, edited_at, deleted_at";
 
+/// [`MESSAGE_COLUMNS`] of the table aliased `m`.
+fn message_columns_of_m() -> String {
+    MESSAGE_COLUMNS
+        .split(", ")
+        .map(|c| format!("m.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A message without its reactions (see [`timeline::with_reactions`]).
 fn message_from_row(row: MessageRow) -> Result<Message> {
-    let (id, channel_id, seq, sender_id, client_msg_id, body, created_at, root, replies, last) =
-        row;
+    let (
+        id,
+        channel_id,
+        seq,
+        sender_id,
+        client_msg_id,
+        body,
+        created_at,
+        root,
+        replies,
+        last,
+        edited,
+        deleted,
+    ) = row;
     Ok(Message {
         id,
         channel_id,
@@ -224,6 +251,9 @@ fn message_from_row(row: MessageRow) -> Result<Message> {
         thread_root_id: root,
         reply_count: replies,
         last_reply_at: from_ms_opt(last)?,
+        edited_at: from_ms_opt(edited)?,
+        deleted_at: from_ms_opt(deleted)?,
+        reactions: Vec::new(),
     })
 }
 
@@ -542,23 +572,37 @@ impl Store for SqliteStore {
         row.map(channel_from_row).transpose()
     }
 
-    async fn add_member(
-        &self,
-        channel_id: &str,
-        user_id: &str,
-        now: OffsetDateTime,
-    ) -> Result<bool> {
+    async fn add_member(&self, channel_id: &str, user_id: &str, by: &Actor) -> Result<Option<i64>> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
         let done = sqlx::query(
             "INSERT INTO channel_members (channel_id, user_id, joined_at) VALUES (?, ?, ?)
              ON CONFLICT DO NOTHING",
         )
         .bind(channel_id)
         .bind(user_id)
-        .bind(ms(now))
-        .execute(&self.writer)
+        .bind(ms(by.at))
+        .execute(&mut *tx)
         .await
-        .map_err(db)?;
-        Ok(done.rows_affected() == 1)
+        .map_err(|err| match &err {
+            sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
+                StoreError::Invalid("no such user or channel")
+            }
+            _ => StoreError::backend(err),
+        })?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let seq = timeline::record(
+            &mut tx,
+            channel_id,
+            timeline::Kind::MemberJoined,
+            by,
+            None,
+            Some(user_id),
+        )
+        .await?;
+        tx.commit().await.map_err(db)?;
+        Ok(Some(seq))
     }
 
     async fn is_member(&self, channel_id: &str, user_id: &str) -> Result<bool> {
@@ -647,8 +691,8 @@ impl Store for SqliteStore {
     }
 
     async fn members_of(&self, channel_id: &str) -> Result<Vec<Member>> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT u.id, u.username, m.role FROM channel_members m JOIN users u ON u.id = m.user_id
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT u.id, u.username, m.role, m.last_read_seq FROM channel_members m JOIN users u ON u.id = m.user_id
              WHERE m.channel_id = ? ORDER BY u.username",
         )
         .bind(channel_id)
@@ -656,11 +700,12 @@ impl Store for SqliteStore {
         .await
         .map_err(db)?;
         rows.into_iter()
-            .map(|(user_id, username, r)| {
+            .map(|(user_id, username, r, last_read_seq)| {
                 Ok(Member {
                     user_id,
                     username,
                     role: role(&r)?,
+                    last_read_seq,
                 })
             })
             .collect()
@@ -678,10 +723,20 @@ impl Store for SqliteStore {
             bool,
             String,
             i64,
+            i64,
+            i64,
         );
+        // Counting walks the unread part of each channel through its primary key: cheap for
+        // what a person leaves unread; the client shows large counts as "999+".
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT c.id, c.name, c.private, c.created_by, c.created_at, c.last_seq,
-                    c.archived_at, c.dm_key IS NOT NULL, m.role, m.last_read_seq
+                    c.archived_at, c.dm_key IS NOT NULL, m.role, m.last_read_seq,
+                    (SELECT COUNT(*) FROM messages x
+                     WHERE x.channel_id = c.id AND x.seq > m.last_read_seq
+                       AND x.sender_id != m.user_id AND x.deleted_at IS NULL),
+                    (SELECT COUNT(*) FROM mentions n
+                     WHERE n.user_id = m.user_id AND n.channel_id = c.id
+                       AND n.seq > m.last_read_seq)
              FROM channel_members m JOIN channels c ON c.id = m.channel_id
              WHERE m.user_id = ? ORDER BY c.name",
         )
@@ -691,13 +746,15 @@ impl Store for SqliteStore {
         .map_err(db)?;
         rows.into_iter()
             .map(
-                |(id, name, private, by, at, last, archived, direct, r, read)| {
+                |(id, name, private, by, at, last, archived, direct, r, read, unread, mentions)| {
                     Ok(Membership {
                         channel: channel_from_row((
                             id, name, private, by, at, last, archived, direct,
                         ))?,
                         role: role(&r)?,
                         last_read_seq: read,
+                        unread,
+                        mentions,
                     })
                 },
             )
@@ -732,34 +789,91 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn remove_member(&self, channel_id: &str, user_id: &str) -> Result<bool> {
+    async fn remove_member(
+        &self,
+        channel_id: &str,
+        user_id: &str,
+        by: &Actor,
+    ) -> Result<Option<i64>> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
         let done = sqlx::query("DELETE FROM channel_members WHERE channel_id = ? AND user_id = ?")
             .bind(channel_id)
             .bind(user_id)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let seq = timeline::record(
+            &mut tx,
+            channel_id,
+            timeline::Kind::MemberLeft,
+            by,
+            None,
+            Some(user_id),
+        )
+        .await?;
+        tx.commit().await.map_err(db)?;
+        Ok(Some(seq))
     }
 
-    async fn rename_channel(&self, channel_id: &str, name: &str) -> Result<bool> {
+    async fn rename_channel(
+        &self,
+        channel_id: &str,
+        name: &str,
+        by: &Actor,
+    ) -> Result<Option<i64>> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
         let done = sqlx::query("UPDATE channels SET name = ? WHERE id = ?")
             .bind(name)
             .bind(channel_id)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(write_err("channel"))?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let seq = timeline::record(
+            &mut tx,
+            channel_id,
+            timeline::Kind::ChannelUpdated,
+            by,
+            None,
+            None,
+        )
+        .await?;
+        tx.commit().await.map_err(db)?;
+        Ok(Some(seq))
     }
 
-    async fn set_archived(&self, channel_id: &str, at: Option<OffsetDateTime>) -> Result<bool> {
+    async fn set_archived(
+        &self,
+        channel_id: &str,
+        archived: bool,
+        by: &Actor,
+    ) -> Result<Option<i64>> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
         let done = sqlx::query("UPDATE channels SET archived_at = ? WHERE id = ?")
-            .bind(at.map(ms))
+            .bind(archived.then(|| ms(by.at)))
             .bind(channel_id)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let seq = timeline::record(
+            &mut tx,
+            channel_id,
+            timeline::Kind::ChannelUpdated,
+            by,
+            None,
+            None,
+        )
+        .await?;
+        tx.commit().await.map_err(db)?;
+        Ok(Some(seq))
     }
 
     async fn mark_read(&self, channel_id: &str, user_id: &str, seq: i64) -> Result<Option<i64>> {
@@ -800,21 +914,17 @@ impl Store for SqliteStore {
             .map(message_from_row)
             .collect::<Result<Vec<_>>>()?;
         page.reverse();
-        Ok(page)
+        timeline::with_reactions(&self.reader, page).await
     }
 
     async fn search_messages(&self, query: SearchQuery) -> Result<Vec<Message>> {
         let Some(words) = fts_words(&query.text) else {
             return Ok(Vec::new());
         };
-        let columns = MESSAGE_COLUMNS
-            .split(", ")
-            .map(|c| format!("m.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let columns = message_columns_of_m();
         let rows: Vec<MessageRow> = sqlx::query_as(&format!(
             "SELECT {columns} FROM messages_fts f
-             JOIN messages m ON m.id = f.message_id
+             JOIN messages m ON m.search_rowid = f.rowid
              JOIN channel_members cm ON cm.channel_id = m.channel_id AND cm.user_id = ?
              WHERE messages_fts MATCH ?
                AND (? IS NULL OR m.channel_id = ?)
@@ -831,7 +941,11 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db)?;
-        rows.into_iter().map(message_from_row).collect()
+        let found = rows
+            .into_iter()
+            .map(message_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        timeline::with_reactions(&self.reader, found).await
     }
 
     async fn message_by_id(&self, channel_id: &str, id: &str) -> Result<Option<Message>> {
@@ -843,7 +957,12 @@ impl Store for SqliteStore {
         .fetch_optional(&self.reader)
         .await
         .map_err(db)?;
-        row.map(message_from_row).transpose()
+        let Some(message) = row.map(message_from_row).transpose()? else {
+            return Ok(None);
+        };
+        Ok(timeline::with_reactions(&self.reader, vec![message])
+            .await?
+            .pop())
     }
 
     async fn thread_replies(
@@ -864,7 +983,11 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db)?;
-        rows.into_iter().map(message_from_row).collect()
+        let replies = rows
+            .into_iter()
+            .map(message_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        timeline::with_reactions(&self.reader, replies).await
     }
 
     async fn messages_after(
@@ -883,7 +1006,88 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db)?;
-        rows.into_iter().map(message_from_row).collect()
+        let page = rows
+            .into_iter()
+            .map(message_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        timeline::with_reactions(&self.reader, page).await
+    }
+
+    async fn events_after(
+        &self,
+        channel_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<ChannelEvent>> {
+        timeline::events_after(self, channel_id, after_seq, limit).await
+    }
+
+    async fn edit_message(&self, edit: MessageEdit) -> Result<Option<(Message, i64)>> {
+        let (channel_id, message_id) = (edit.channel_id.clone(), edit.message_id.clone());
+        let Some(seq) = timeline::edit(&self.writer, edit).await? else {
+            return Ok(None);
+        };
+        let message = self
+            .message_by_id(&channel_id, &message_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("edited message {message_id} vanished")))?;
+        Ok(Some((message, seq)))
+    }
+
+    async fn delete_message(
+        &self,
+        channel_id: &str,
+        message_id: &str,
+        by: &Actor,
+    ) -> Result<Option<i64>> {
+        timeline::delete(&self.writer, channel_id, message_id, by).await
+    }
+
+    async fn message_revisions(&self, message_id: &str) -> Result<Vec<Revision>> {
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT rev, body, replaced_at FROM message_revisions WHERE message_id = ?
+             ORDER BY rev",
+        )
+        .bind(message_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(rev, body, at)| {
+                Ok(Revision {
+                    rev,
+                    body,
+                    replaced_at: from_ms(at)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_reaction(
+        &self,
+        channel_id: &str,
+        message_id: &str,
+        emoji: &str,
+        add: bool,
+        by: &Actor,
+    ) -> Result<ReactionOutcome> {
+        timeline::react(&self.writer, channel_id, message_id, emoji, add, by).await
+    }
+
+    async fn channel_peers(&self, user_id: &str) -> Result<Vec<String>> {
+        let mut peers: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT b.user_id FROM channel_members a
+             JOIN channel_members b ON b.channel_id = a.channel_id
+             WHERE a.user_id = ?",
+        )
+        .bind(user_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        if !peers.iter().any(|p| p == user_id) {
+            peers.push(user_id.to_owned());
+        }
+        Ok(peers)
     }
 
     async fn append_audit(&self, event: NewAuditEvent) -> Result<()> {
@@ -1058,10 +1262,19 @@ async fn append_in(conn: &mut sqlx::SqliteConnection, message: NewMessage) -> Re
     .await
     .map_err(db)?
     .ok_or_else(|| StoreError::Corrupt(format!("no channel {}", message.channel_id)))?;
+    let search_rowid =
+        sqlx::query("INSERT INTO messages_fts (body, channel_id, message_id) VALUES (?, ?, ?)")
+            .bind(&message.body)
+            .bind(&message.channel_id)
+            .bind(&message.id)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?
+            .last_insert_rowid();
     sqlx::query(
-        "INSERT INTO messages
-             (id, channel_id, seq, sender_id, client_msg_id, body, created_at, thread_root_id)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO messages (id, channel_id, seq, sender_id, client_msg_id, body, created_at,
+                               thread_root_id, search_rowid)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&message.id)
     .bind(&message.channel_id)
@@ -1071,16 +1284,11 @@ async fn append_in(conn: &mut sqlx::SqliteConnection, message: NewMessage) -> Re
     .bind(&message.body)
     .bind(ms(message.created_at))
     .bind(&message.thread_root_id)
+    .bind(search_rowid)
     .execute(&mut *conn)
     .await
     .map_err(write_err("message"))?;
-    sqlx::query("INSERT INTO messages_fts (body, channel_id, message_id) VALUES (?, ?, ?)")
-        .bind(&message.body)
-        .bind(&message.channel_id)
-        .bind(&message.id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+    timeline::insert_mentions(conn, &message.channel_id, seq, &message.mentions).await?;
     Ok(Appended {
         message: Message {
             id: message.id,
@@ -1093,6 +1301,9 @@ async fn append_in(conn: &mut sqlx::SqliteConnection, message: NewMessage) -> Re
             thread_root_id: message.thread_root_id,
             reply_count: 0,
             last_reply_at: None,
+            edited_at: None,
+            deleted_at: None,
+            reactions: Vec::new(),
         },
         duplicate: false,
     })

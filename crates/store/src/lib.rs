@@ -72,13 +72,9 @@ pub trait Store: Send + Sync + 'static {
     /// name is taken.
     async fn create_channel(&self, channel: NewChannel) -> Result<Channel>;
     async fn channel_by_id(&self, id: &str) -> Result<Option<Channel>>;
-    /// Adds a member; `false` when already a member. The channel and user must exist.
-    async fn add_member(
-        &self,
-        channel_id: &str,
-        user_id: &str,
-        now: OffsetDateTime,
-    ) -> Result<bool>;
+    /// Adds a member, recorded as a `member_joined` event; returns the event's seq, or
+    /// `None` when already a member. The channel and user must exist.
+    async fn add_member(&self, channel_id: &str, user_id: &str, by: &Actor) -> Result<Option<i64>>;
     async fn is_member(&self, channel_id: &str, user_id: &str) -> Result<bool>;
     /// Stores a message with the channel's next seq, in one transaction, and returns it once
     /// durable. A message with the same (channel, sender, client_msg_id) is not stored again:
@@ -97,12 +93,26 @@ pub trait Store: Send + Sync + 'static {
     async fn member_role(&self, channel_id: &str, user_id: &str) -> Result<Option<Role>>;
     /// `false` when the user is not a member.
     async fn set_member_role(&self, channel_id: &str, user_id: &str, role: Role) -> Result<bool>;
-    /// `false` when the user was not a member.
-    async fn remove_member(&self, channel_id: &str, user_id: &str) -> Result<bool>;
-    /// `Conflict("channel")` when the name is taken; `false` when there is no such channel.
-    async fn rename_channel(&self, channel_id: &str, name: &str) -> Result<bool>;
-    /// Archives (`Some(time)`) or unarchives (`None`); `false` when there is no such channel.
-    async fn set_archived(&self, channel_id: &str, at: Option<OffsetDateTime>) -> Result<bool>;
+    /// Removes a member, recorded as a `member_left` event (whose seq it returns); `None`
+    /// when the user was not a member.
+    async fn remove_member(
+        &self,
+        channel_id: &str,
+        user_id: &str,
+        by: &Actor,
+    ) -> Result<Option<i64>>;
+    /// Renames, recorded as a `channel_updated` event; `Conflict("channel")` when the name is
+    /// taken; `None` when there is no such channel.
+    async fn rename_channel(&self, channel_id: &str, name: &str, by: &Actor)
+        -> Result<Option<i64>>;
+    /// Archives (at `by.at`) or unarchives, recorded as a `channel_updated` event; `None`
+    /// when there is no such channel.
+    async fn set_archived(
+        &self,
+        channel_id: &str,
+        archived: bool,
+        by: &Actor,
+    ) -> Result<Option<i64>>;
     /// Moves the member's read position forward to `seq` (never back, never past the
     /// newest message); returns the position now stored, `None` if not a member.
     async fn mark_read(&self, channel_id: &str, user_id: &str, seq: i64) -> Result<Option<i64>>;
@@ -132,6 +142,40 @@ pub trait Store: Send + Sync + 'static {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<Message>>;
+    /// The channel's timeline after `after_seq` (messages and events), in seq order, at most
+    /// `limit`: what a client that has seen `after_seq` needs to catch up.
+    async fn events_after(
+        &self,
+        channel_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<ChannelEvent>>;
+    /// Replaces the body of a live message by its author, keeping the old body as a
+    /// revision, recorded as a `message_edited` event. Returns the edited message and the
+    /// event's seq; `None` when the author has no such live message in the channel.
+    async fn edit_message(&self, edit: MessageEdit) -> Result<Option<(Message, i64)>>;
+    /// Turns a message into a tombstone: its body, revisions, reactions, mentions and search
+    /// entry are deleted; recorded as a `message_deleted` event whose seq it returns. `None`
+    /// when there is no such live message. Who may delete is the caller's decision.
+    async fn delete_message(
+        &self,
+        channel_id: &str,
+        message_id: &str,
+        by: &Actor,
+    ) -> Result<Option<i64>>;
+    /// The bodies a message had before its edits, oldest first.
+    async fn message_revisions(&self, message_id: &str) -> Result<Vec<Revision>>;
+    /// Adds (`add`) or removes `by.user_id`'s `emoji` reaction on a live message.
+    async fn set_reaction(
+        &self,
+        channel_id: &str,
+        message_id: &str,
+        emoji: &str,
+        add: bool,
+        by: &Actor,
+    ) -> Result<ReactionOutcome>;
+    /// Everyone who shares at least one channel with the user, the user included.
+    async fn channel_peers(&self, user_id: &str) -> Result<Vec<String>>;
 
     // ---- audit ----
     /// Appends to the audit log; entries are never updated or deleted.

@@ -166,6 +166,7 @@ pub struct Member {
     pub user_id: String,
     pub username: String,
     pub role: Role,
+    pub last_read_seq: i64,
 }
 
 /// What a member may do in a channel.
@@ -201,13 +202,10 @@ pub struct Membership {
     pub channel: Channel,
     pub role: Role,
     pub last_read_seq: i64,
-}
-
-impl Membership {
-    /// Messages after the member's read position.
-    pub fn unread(&self) -> i64 {
-        (self.channel.last_seq - self.last_read_seq).max(0)
-    }
+    /// Messages from others after the read position that are not deleted.
+    pub unread: i64,
+    /// Of those, the ones that mention this member.
+    pub mentions: i64,
 }
 
 /// A full-text search over the messages a user may read.
@@ -246,6 +244,109 @@ pub struct Message {
     /// For a thread's root: how many replies it has, and when the last came.
     pub reply_count: i64,
     pub last_reply_at: Option<OffsetDateTime>,
+    /// When the body was last edited.
+    pub edited_at: Option<OffsetDateTime>,
+    /// A deleted message is a tombstone: `body` is empty and `reactions` too.
+    pub deleted_at: Option<OffsetDateTime>,
+    /// Reactions by emoji, in the order each emoji was first used.
+    pub reactions: Vec<Reaction>,
+}
+
+/// One emoji on a message and who reacted with it, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaction {
+    pub emoji: String,
+    pub user_ids: Vec<String>,
+}
+
+/// A body a message had before an edit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    /// 1 for the original body, counting up.
+    pub rev: i64,
+    pub body: String,
+    /// When the edit replaced it.
+    pub replaced_at: OffsetDateTime,
+}
+
+/// An edit of a message's body by its author.
+#[derive(Debug, Clone)]
+pub struct MessageEdit {
+    pub channel_id: String,
+    pub message_id: String,
+    /// Only the author may edit: a message by someone else is not found.
+    pub author_id: String,
+    pub body: String,
+    /// Members newly mentioned by the new body (user ids).
+    pub mentions: Vec<String>,
+    pub at: OffsetDateTime,
+}
+
+/// Who did something to a channel, and when.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub user_id: String,
+    pub at: OffsetDateTime,
+}
+
+/// What a channel's timeline holds at a seq: a message or a later change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelEvent {
+    /// A message, in its current state (edited or deleted since, perhaps).
+    Message(Message),
+    /// An edit; `message` is the current state.
+    MessageEdited { seq: i64, message: Message },
+    MessageDeleted {
+        seq: i64,
+        message_id: String,
+        actor_id: String,
+        at: OffsetDateTime,
+    },
+    Reaction {
+        seq: i64,
+        message_id: String,
+        user_id: String,
+        emoji: String,
+        added: bool,
+        at: OffsetDateTime,
+    },
+    Member {
+        seq: i64,
+        user_id: String,
+        actor_id: String,
+        joined: bool,
+        at: OffsetDateTime,
+    },
+    /// Renamed, archived or unarchived; `channel` is the current state.
+    ChannelUpdated {
+        seq: i64,
+        channel: Channel,
+        actor_id: String,
+    },
+}
+
+impl ChannelEvent {
+    pub fn seq(&self) -> i64 {
+        match self {
+            Self::Message(m) => m.seq,
+            Self::MessageEdited { seq, .. }
+            | Self::MessageDeleted { seq, .. }
+            | Self::Reaction { seq, .. }
+            | Self::Member { seq, .. }
+            | Self::ChannelUpdated { seq, .. } => *seq,
+        }
+    }
+}
+
+/// What setting or clearing a reaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReactionOutcome {
+    /// Stored as the channel event with this seq.
+    Changed(i64),
+    /// The reaction was already there (or already gone): nothing written.
+    Unchanged,
+    /// No such message in the channel, or it is deleted.
+    NoMessage,
 }
 
 #[derive(Debug, Clone)]
@@ -260,6 +361,8 @@ pub struct NewMessage {
     /// Makes the message a reply in this root's thread: the root must be in the same channel
     /// and not itself a reply (threads are one level deep).
     pub thread_root_id: Option<String>,
+    /// Members the body mentions (user ids), for their mention counts.
+    pub mentions: Vec<String>,
 }
 
 /// What appending a message did.

@@ -38,6 +38,12 @@ macro_rules! store_testsuite {
             members_have_roles_read_positions_and_can_leave,
             channels_are_renamed_and_archived,
             history_pages_backwards,
+            edits_keep_revisions_and_replay_as_events,
+            deleted_messages_leave_a_tombstone_and_nothing_else,
+            reactions_are_grouped_by_emoji,
+            unread_and_mention_counts_skip_own_and_deleted_messages,
+            the_timeline_replays_messages_and_events_in_seq_order,
+            channel_peers_are_everyone_sharing_a_channel,
             search_finds_only_readable_messages,
             replies_form_one_level_threads_counted_on_their_root,
             direct_conversations_are_found_by_their_members,
@@ -399,6 +405,14 @@ fn msg(channel: &Channel, sender: &User, client_msg_id: &str, body: &str) -> New
         body: body.into(),
         created_at: t0(),
         thread_root_id: None,
+        mentions: Vec::new(),
+    }
+}
+
+fn by(user: &User) -> Actor {
+    Actor {
+        user_id: user.id.clone(),
+        at: t0(),
     }
 }
 
@@ -415,8 +429,21 @@ pub async fn channels_have_unique_names_and_their_creator_as_member(store: &dyn 
     assert_eq!(store.channel_by_id("nope").await.unwrap(), None);
     assert!(store.is_member(&general.id, &alice.id).await.unwrap());
     assert!(!store.is_member(&general.id, &bob.id).await.unwrap());
-    assert!(store.add_member(&general.id, &bob.id, t0()).await.unwrap());
-    assert!(!store.add_member(&general.id, &bob.id, t0()).await.unwrap());
+    assert_eq!(
+        store
+            .add_member(&general.id, &bob.id, &by(&bob))
+            .await
+            .unwrap(),
+        Some(1),
+        "joining is the channel's first event"
+    );
+    assert_eq!(
+        store
+            .add_member(&general.id, &bob.id, &by(&bob))
+            .await
+            .unwrap(),
+        None
+    );
     assert!(store.is_member(&general.id, &bob.id).await.unwrap());
     let err = store
         .create_channel(NewChannel {
@@ -468,7 +495,7 @@ pub async fn retried_messages_are_stored_once(store: &dyn Store) {
     let alice = user(store, "alice").await;
     let bob = user(store, "bob").await;
     let a = channel(store, &alice, "a").await;
-    store.add_member(&a.id, &bob.id, t0()).await.unwrap();
+    store.add_member(&a.id, &bob.id, &by(&bob)).await.unwrap();
     let first = store
         .append_message(msg(&a, &alice, "m1", "hello"))
         .await
@@ -485,7 +512,10 @@ pub async fn retried_messages_are_stored_once(store: &dyn Store) {
         .await
         .unwrap();
     assert!(!bobs.duplicate);
-    assert_eq!(bobs.message.seq, 2);
+    assert_eq!(
+        bobs.message.seq, 3,
+        "after bob's joining (1) and alice's message (2)"
+    );
     assert_eq!(store.messages_after(&a.id, 0, 10).await.unwrap().len(), 2);
 }
 
@@ -506,7 +536,7 @@ pub async fn members_have_roles_read_positions_and_can_leave(store: &dyn Store) 
     let bob = user(store, "bob").await;
     let zed = channel(store, &alice, "zed").await;
     let abc = channel(store, &alice, "abc").await;
-    store.add_member(&zed.id, &bob.id, t0()).await.unwrap();
+    store.add_member(&zed.id, &bob.id, &by(&bob)).await.unwrap();
     assert_eq!(
         store.member_role(&zed.id, &alice.id).await.unwrap(),
         Some(Role::Owner)
@@ -540,38 +570,75 @@ pub async fn members_have_roles_read_positions_and_can_leave(store: &dyn Store) 
     assert_eq!(names, ["abc", "zed"], "ordered by name");
     let bobs = store.memberships_of(&bob.id).await.unwrap();
     assert_eq!(bobs.len(), 1);
-    assert_eq!(bobs[0].unread(), 3);
+    assert_eq!(bobs[0].unread, 3);
     assert_eq!(bobs[0].role, Role::Admin);
 
     // Read positions only move forward and never past the newest message.
-    assert_eq!(store.mark_read(&zed.id, &bob.id, 2).await.unwrap(), Some(2));
-    assert_eq!(store.mark_read(&zed.id, &bob.id, 1).await.unwrap(), Some(2));
+    // (seq 1 is bob joining; the messages are 2..=4.)
+    assert_eq!(store.mark_read(&zed.id, &bob.id, 3).await.unwrap(), Some(3));
+    assert_eq!(bobs_unread(store, &bob).await, 1);
+    assert_eq!(store.mark_read(&zed.id, &bob.id, 1).await.unwrap(), Some(3));
     assert_eq!(
         store.mark_read(&zed.id, &bob.id, 99).await.unwrap(),
-        Some(3)
+        Some(4)
     );
     assert_eq!(store.mark_read(&abc.id, &bob.id, 1).await.unwrap(), None);
-    assert_eq!(store.memberships_of(&bob.id).await.unwrap()[0].unread(), 0);
+    assert_eq!(store.memberships_of(&bob.id).await.unwrap()[0].unread, 0);
 
-    assert!(store.remove_member(&zed.id, &bob.id).await.unwrap());
-    assert!(!store.remove_member(&zed.id, &bob.id).await.unwrap());
+    assert_eq!(
+        store
+            .remove_member(&zed.id, &bob.id, &by(&alice))
+            .await
+            .unwrap(),
+        Some(5)
+    );
+    assert_eq!(
+        store
+            .remove_member(&zed.id, &bob.id, &by(&alice))
+            .await
+            .unwrap(),
+        None
+    );
     assert!(!store.is_member(&zed.id, &bob.id).await.unwrap());
     assert!(store.memberships_of(&bob.id).await.unwrap().is_empty());
+}
+
+async fn bobs_unread(store: &dyn Store, bob: &User) -> i64 {
+    store.memberships_of(&bob.id).await.unwrap()[0].unread
 }
 
 pub async fn channels_are_renamed_and_archived(store: &dyn Store) {
     let alice = user(store, "alice").await;
     let a = channel(store, &alice, "a").await;
     channel(store, &alice, "b").await;
-    assert!(store.rename_channel(&a.id, "renamed").await.unwrap());
+    assert_eq!(
+        store
+            .rename_channel(&a.id, "renamed", &by(&alice))
+            .await
+            .unwrap(),
+        Some(1)
+    );
     assert_eq!(
         store.channel_by_id(&a.id).await.unwrap().unwrap().name,
         "renamed"
     );
-    let err = store.rename_channel(&a.id, "b").await.unwrap_err();
+    let err = store
+        .rename_channel(&a.id, "b", &by(&alice))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Conflict("channel")), "{err:?}");
-    assert!(!store.rename_channel("nope", "c").await.unwrap());
-    assert!(store.set_archived(&a.id, Some(t0())).await.unwrap());
+    assert_eq!(
+        store
+            .rename_channel("nope", "c", &by(&alice))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.set_archived(&a.id, true, &by(&alice)).await.unwrap(),
+        Some(2),
+        "a refused rename took no seq"
+    );
     assert_eq!(
         store
             .channel_by_id(&a.id)
@@ -581,7 +648,10 @@ pub async fn channels_are_renamed_and_archived(store: &dyn Store) {
             .archived_at,
         Some(t0())
     );
-    assert!(store.set_archived(&a.id, None).await.unwrap());
+    assert_eq!(
+        store.set_archived(&a.id, false, &by(&alice)).await.unwrap(),
+        Some(3)
+    );
     assert_eq!(
         store
             .channel_by_id(&a.id)
@@ -615,7 +685,10 @@ pub async fn search_finds_only_readable_messages(store: &dyn Store) {
     let bob = user(store, "bob").await;
     let shared = channel(store, &alice, "shared").await;
     let secret = channel(store, &alice, "secret").await;
-    store.add_member(&shared.id, &bob.id, t0()).await.unwrap();
+    store
+        .add_member(&shared.id, &bob.id, &by(&bob))
+        .await
+        .unwrap();
     store
         .append_message(msg(
             &shared,
@@ -873,4 +946,395 @@ pub async fn a_refused_append_among_concurrent_ones_takes_nothing_with_it(store:
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=10).collect::<Vec<i64>>());
     assert_eq!(store.messages_after(&a.id, 0, 100).await.unwrap().len(), 10);
+}
+
+fn edit(channel: &Channel, message: &Message, author: &User, body: &str) -> MessageEdit {
+    MessageEdit {
+        channel_id: channel.id.clone(),
+        message_id: message.id.clone(),
+        author_id: author.id.clone(),
+        body: body.into(),
+        mentions: Vec::new(),
+        at: t0() + Duration::seconds(60),
+    }
+}
+
+fn search(user: &User, text: &str) -> SearchQuery {
+    SearchQuery {
+        user_id: user.id.clone(),
+        text: text.into(),
+        channel_id: None,
+        sender_id: None,
+        limit: 10,
+    }
+}
+
+pub async fn edits_keep_revisions_and_replay_as_events(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let a = channel(store, &alice, "a").await;
+    store.add_member(&a.id, &bob.id, &by(&bob)).await.unwrap();
+    let m = store
+        .append_message(msg(&a, &alice, "m1", "first draft"))
+        .await
+        .unwrap()
+        .message;
+    assert_eq!(m.seq, 2);
+
+    // Only the author edits.
+    assert_eq!(
+        store
+            .edit_message(edit(&a, &m, &bob, "hijack"))
+            .await
+            .unwrap(),
+        None
+    );
+    let (edited, seq) = store
+        .edit_message(edit(&a, &m, &alice, "second draft"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seq, 3, "an edit takes the channel's next seq");
+    assert_eq!(edited.seq, 2, "the message keeps its place");
+    assert_eq!(edited.body, "second draft");
+    assert_eq!(edited.edited_at, Some(t0() + Duration::seconds(60)));
+    store
+        .edit_message(edit(&a, &m, &alice, "final words"))
+        .await
+        .unwrap()
+        .unwrap();
+    let revisions = store.message_revisions(&m.id).await.unwrap();
+    assert_eq!(
+        revisions
+            .iter()
+            .map(|r| (r.rev, r.body.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "first draft"), (2, "second draft")]
+    );
+    assert_eq!(
+        store.channel_by_id(&a.id).await.unwrap().unwrap().last_seq,
+        4
+    );
+
+    // Search sees the current body only.
+    assert!(store
+        .search_messages(search(&bob, "draft"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .search_messages(search(&bob, "final"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Edits do not count as unread messages.
+    assert_eq!(store.memberships_of(&bob.id).await.unwrap()[0].unread, 1);
+
+    let timeline = store.events_after(&a.id, 1, 100).await.unwrap();
+    assert_eq!(
+        timeline.iter().map(ChannelEvent::seq).collect::<Vec<_>>(),
+        [2, 3, 4]
+    );
+    assert!(matches!(&timeline[0], ChannelEvent::Message(x) if x.body == "final words"));
+    assert!(
+        matches!(&timeline[1], ChannelEvent::MessageEdited { message, .. } if message.id == m.id)
+    );
+}
+
+pub async fn deleted_messages_leave_a_tombstone_and_nothing_else(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let a = channel(store, &alice, "a").await;
+    store.add_member(&a.id, &bob.id, &by(&bob)).await.unwrap();
+    let m = store
+        .append_message(NewMessage {
+            mentions: vec![bob.id.clone()],
+            ..msg(&a, &alice, "m1", "secret plans for bob")
+        })
+        .await
+        .unwrap()
+        .message;
+    store
+        .edit_message(edit(&a, &m, &alice, "secret plans, revised"))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .set_reaction(&a.id, &m.id, "👍", true, &by(&bob))
+        .await
+        .unwrap();
+    let bobs = &store.memberships_of(&bob.id).await.unwrap()[0];
+    assert_eq!((bobs.unread, bobs.mentions), (1, 1));
+
+    let seq = store
+        .delete_message(&a.id, &m.id, &by(&alice))
+        .await
+        .unwrap();
+    assert_eq!(seq, Some(5));
+    let tomb = store.message_by_id(&a.id, &m.id).await.unwrap().unwrap();
+    assert_eq!(tomb.body, "");
+    assert_eq!(tomb.deleted_at, Some(t0()));
+    assert!(tomb.reactions.is_empty());
+    assert!(store.message_revisions(&m.id).await.unwrap().is_empty());
+    assert!(store
+        .search_messages(search(&alice, "secret"))
+        .await
+        .unwrap()
+        .is_empty());
+    let bobs = &store.memberships_of(&bob.id).await.unwrap()[0];
+    assert_eq!((bobs.unread, bobs.mentions), (0, 0));
+
+    // A tombstone cannot be deleted again, edited, or reacted to.
+    assert_eq!(
+        store
+            .delete_message(&a.id, &m.id, &by(&alice))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .edit_message(edit(&a, &m, &alice, "back"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .set_reaction(&a.id, &m.id, "🎉", true, &by(&bob))
+            .await
+            .unwrap(),
+        ReactionOutcome::NoMessage
+    );
+    assert_eq!(
+        store
+            .delete_message(&a.id, "nope", &by(&alice))
+            .await
+            .unwrap(),
+        None
+    );
+    let timeline = store.events_after(&a.id, 0, 100).await.unwrap();
+    assert!(matches!(
+        timeline.last(),
+        Some(ChannelEvent::MessageDeleted { seq: 5, message_id, actor_id, .. })
+            if *message_id == m.id && *actor_id == alice.id
+    ));
+}
+
+pub async fn reactions_are_grouped_by_emoji(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let a = channel(store, &alice, "a").await;
+    store.add_member(&a.id, &bob.id, &by(&bob)).await.unwrap();
+    let m = store
+        .append_message(msg(&a, &alice, "m1", "lunch?"))
+        .await
+        .unwrap()
+        .message;
+    let react = |who: &User, emoji: &'static str, add: bool, secs: i64| {
+        let actor = Actor {
+            user_id: who.id.clone(),
+            at: t0() + Duration::seconds(secs),
+        };
+        let (cid, mid) = (a.id.clone(), m.id.clone());
+        async move {
+            store
+                .set_reaction(&cid, &mid, emoji, add, &actor)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        react(&bob, "👍", true, 1).await,
+        ReactionOutcome::Changed(3)
+    );
+    assert_eq!(react(&bob, "👍", true, 2).await, ReactionOutcome::Unchanged);
+    assert_eq!(
+        react(&alice, "🍕", true, 3).await,
+        ReactionOutcome::Changed(4)
+    );
+    assert_eq!(
+        react(&alice, "👍", true, 4).await,
+        ReactionOutcome::Changed(5)
+    );
+    let now = store.message_by_id(&a.id, &m.id).await.unwrap().unwrap();
+    assert_eq!(
+        now.reactions,
+        [
+            Reaction {
+                emoji: "👍".into(),
+                user_ids: vec![bob.id.clone(), alice.id.clone()]
+            },
+            Reaction {
+                emoji: "🍕".into(),
+                user_ids: vec![alice.id.clone()]
+            },
+        ]
+    );
+    assert_eq!(
+        react(&bob, "👍", false, 5).await,
+        ReactionOutcome::Changed(6)
+    );
+    assert_eq!(
+        react(&bob, "👍", false, 6).await,
+        ReactionOutcome::Unchanged
+    );
+    let page = store.messages_before(&a.id, i64::MAX, 10).await.unwrap();
+    assert_eq!(page[0].reactions[0].user_ids, vec![alice.id.clone()]);
+    assert_eq!(
+        store
+            .set_reaction(&a.id, "nope", "👍", true, &by(&bob))
+            .await
+            .unwrap(),
+        ReactionOutcome::NoMessage
+    );
+    let timeline = store.events_after(&a.id, 5, 10).await.unwrap();
+    assert!(matches!(
+        &timeline[..],
+        [ChannelEvent::Reaction { seq: 6, added: false, emoji, user_id, .. }]
+            if emoji == "👍" && *user_id == bob.id
+    ));
+}
+
+pub async fn unread_and_mention_counts_skip_own_and_deleted_messages(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let a = channel(store, &alice, "a").await;
+    store.add_member(&a.id, &bob.id, &by(&bob)).await.unwrap();
+    let mention = |cid: &str, body: &str| NewMessage {
+        mentions: vec![bob.id.clone()],
+        ..msg(&a, &alice, cid, body)
+    };
+    store
+        .append_message(mention("m1", "@bob hi"))
+        .await
+        .unwrap();
+    store
+        .append_message(msg(&a, &alice, "m2", "plain"))
+        .await
+        .unwrap();
+    store
+        .append_message(msg(&a, &bob, "m3", "my own"))
+        .await
+        .unwrap();
+    let m4 = store
+        .append_message(mention("m4", "@bob again"))
+        .await
+        .unwrap()
+        .message;
+    let counts = |m: &Membership| (m.unread, m.mentions);
+    assert_eq!(
+        counts(&store.memberships_of(&bob.id).await.unwrap()[0]),
+        (3, 2)
+    );
+    assert_eq!(
+        counts(&store.memberships_of(&alice.id).await.unwrap()[0]),
+        (1, 0)
+    );
+    store
+        .delete_message(&a.id, &m4.id, &by(&alice))
+        .await
+        .unwrap();
+    assert_eq!(
+        counts(&store.memberships_of(&bob.id).await.unwrap()[0]),
+        (2, 1)
+    );
+    // Reading up to the first mention clears it.
+    store.mark_read(&a.id, &bob.id, 2).await.unwrap();
+    assert_eq!(
+        counts(&store.memberships_of(&bob.id).await.unwrap()[0]),
+        (1, 0)
+    );
+}
+
+pub async fn the_timeline_replays_messages_and_events_in_seq_order(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let a = channel(store, &alice, "a").await;
+    let m1 = store
+        .append_message(msg(&a, &alice, "m1", "one"))
+        .await
+        .unwrap()
+        .message; // 1
+    store.add_member(&a.id, &bob.id, &by(&alice)).await.unwrap(); // 2
+    store
+        .set_reaction(&a.id, &m1.id, "👀", true, &by(&bob))
+        .await
+        .unwrap(); // 3
+    store
+        .append_message(msg(&a, &bob, "m2", "two"))
+        .await
+        .unwrap(); // 4
+    store
+        .rename_channel(&a.id, "renamed", &by(&alice))
+        .await
+        .unwrap(); // 5
+    store
+        .remove_member(&a.id, &bob.id, &by(&bob))
+        .await
+        .unwrap(); // 6
+
+    let all = store.events_after(&a.id, 0, 100).await.unwrap();
+    assert_eq!(
+        all.iter().map(ChannelEvent::seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6],
+        "gap-free across messages and events"
+    );
+    assert!(
+        matches!(&all[1], ChannelEvent::Member { joined: true, user_id, actor_id, .. }
+            if *user_id == bob.id && *actor_id == alice.id)
+    );
+    assert!(
+        matches!(&all[4], ChannelEvent::ChannelUpdated { channel, .. } if channel.name == "renamed")
+    );
+    assert!(matches!(
+        &all[5],
+        ChannelEvent::Member { joined: false, .. }
+    ));
+    // Pages are cut by seq, whichever table the rows come from.
+    let page = store.events_after(&a.id, 1, 2).await.unwrap();
+    assert_eq!(
+        page.iter().map(ChannelEvent::seq).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    let page = store.events_after(&a.id, 3, 2).await.unwrap();
+    assert_eq!(
+        page.iter().map(ChannelEvent::seq).collect::<Vec<_>>(),
+        [4, 5]
+    );
+    assert!(store.events_after(&a.id, 6, 10).await.unwrap().is_empty());
+}
+
+pub async fn channel_peers_are_everyone_sharing_a_channel(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let dave = user(store, "dave").await;
+    let ab = channel(store, &alice, "ab").await;
+    let bc = channel(store, &bob, "bc").await;
+    store.add_member(&ab.id, &bob.id, &by(&bob)).await.unwrap();
+    store
+        .add_member(&bc.id, &carol.id, &by(&carol))
+        .await
+        .unwrap();
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let ids = |users: &[&User]| sorted(users.iter().map(|u| u.id.clone()).collect());
+    assert_eq!(
+        sorted(store.channel_peers(&bob.id).await.unwrap()),
+        ids(&[&alice, &bob, &carol])
+    );
+    assert_eq!(
+        sorted(store.channel_peers(&alice.id).await.unwrap()),
+        ids(&[&alice, &bob])
+    );
+    assert_eq!(
+        store.channel_peers(&dave.id).await.unwrap(),
+        vec![dave.id.clone()]
+    );
 }

@@ -5,13 +5,22 @@
 //! the transaction that stores it → the hub fans the stored message out. The caller acks only
 //! after this returns, so an ack always means "durably stored". A retry with the same
 //! `client_msg_id` returns the stored message and is not fanned out again.
+//!
+//! Every later change to a channel (edit, deletion, reaction, member joined or left, rename,
+//! archive) is stored the same way, as a channel event with the next seq, and fanned out as
+//! its frame: a client that resubscribes with `since` is replayed messages and events in
+//! order. Typing, read receipts and presence are not stored; they go to whoever listens now
+//! (see [`events`]).
 
+pub mod events;
+pub mod messages;
 pub mod routes;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
+use unhidra_proto::channels::{ChatMessage, ReactionInfo};
 use unhidra_proto::ws::ServerFrame;
 use unhidra_proto::ErrorCode;
 use unhidra_store::{Appended, Message, NewMessage, StoreError};
@@ -65,20 +74,40 @@ pub async fn is_member(
     Ok(state.store.is_member(channel_id, user_id).await?)
 }
 
+/// A stored message as clients see it, in history, search and `message` frames.
+pub fn wire(m: Message) -> ChatMessage {
+    ChatMessage {
+        id: m.id,
+        channel: m.channel_id,
+        seq: m.seq,
+        sender: m.sender_id,
+        body: m.body,
+        client_msg_id: m.client_msg_id,
+        ts: m.created_at,
+        thread_root: m.thread_root_id,
+        reply_count: m.reply_count,
+        last_reply_at: m.last_reply_at,
+        edited_at: m.edited_at,
+        deleted: m.deleted_at.is_some(),
+        reactions: m
+            .reactions
+            .into_iter()
+            .map(|r| ReactionInfo {
+                emoji: r.emoji,
+                users: r.user_ids,
+            })
+            .collect(),
+    }
+}
+
+/// A frame as text; serializing frames of strings and numbers cannot fail.
+pub fn frame_text(frame: &ServerFrame) -> Utf8Bytes {
+    Utf8Bytes::from(serde_json::to_string(frame).unwrap_or_default())
+}
+
 /// The `message` frame for a stored message.
 pub fn message_frame(message: &Message) -> Utf8Bytes {
-    let frame = ServerFrame::Message {
-        channel: message.channel_id.clone(),
-        id: message.id.clone(),
-        seq: message.seq,
-        sender: message.sender_id.clone(),
-        body: message.body.clone(),
-        client_msg_id: message.client_msg_id.clone(),
-        thread_root: message.thread_root_id.clone(),
-        ts: message.created_at,
-    };
-    // Serializing a frame of strings and numbers cannot fail.
-    Utf8Bytes::from(serde_json::to_string(&frame).unwrap_or_default())
+    frame_text(&ServerFrame::Message(wire(message.clone())))
 }
 
 /// A message a user wants to post.
@@ -89,6 +118,58 @@ pub struct Post {
     pub client_msg_id: String,
     /// Reply in the thread of this message id.
     pub thread_root: Option<String>,
+}
+
+fn check_body(body: &str) -> Result<(), ChatError> {
+    if body.trim().is_empty() || body.len() > MAX_BODY_BYTES {
+        return Err(ChatError::Invalid(
+            ErrorCode::InvalidField,
+            "body must be 1 to 32768 bytes, not only white space",
+        ));
+    }
+    Ok(())
+}
+
+/// Most distinct `@username` mentions looked up per message.
+const MAX_MENTIONS: usize = 20;
+
+/// The members of the channel that `body` mentions as `@username`.
+pub async fn mentioned_members(
+    state: &AppState,
+    channel_id: &str,
+    body: &str,
+) -> Result<Vec<String>, ChatError> {
+    let mut names: Vec<String> = Vec::new();
+    for (at, _) in body.match_indices('@') {
+        // A mention starts a word: `a@b` is an address, not a mention.
+        let starts_word = body
+            .get(..at)
+            .and_then(|before| before.chars().next_back())
+            .is_none_or(|c| !c.is_alphanumeric());
+        let name: String = body
+            .get(at + 1..)
+            .unwrap_or_default()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            .collect::<String>()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if starts_word && !name.is_empty() && !names.contains(&name) {
+            names.push(name);
+        }
+        if names.len() >= MAX_MENTIONS {
+            break;
+        }
+    }
+    let mut ids = Vec::new();
+    for name in names {
+        if let Some(user) = state.store.user_by_username(&name).await? {
+            if state.store.is_member(channel_id, &user.id).await? {
+                ids.push(user.id);
+            }
+        }
+    }
+    Ok(ids)
 }
 
 /// Stores a message and fans it out; see the module docs.
@@ -105,12 +186,7 @@ pub async fn publish(
         thread_root,
     } = post;
     let channel_id = channel_id.as_str();
-    if body.is_empty() || body.len() > MAX_BODY_BYTES {
-        return Err(ChatError::Invalid(
-            ErrorCode::InvalidField,
-            "body must be 1 to 32768 bytes",
-        ));
-    }
+    check_body(&body)?;
     if client_msg_id.is_empty()
         || client_msg_id.len() > MAX_CLIENT_MSG_ID
         || client_msg_id.chars().any(char::is_control)
@@ -135,6 +211,7 @@ pub async fn publish(
         ));
     }
     let retry_check = body.clone();
+    let mentions = mentioned_members(state, channel_id, &body).await?;
     let appended = state
         .store
         .append_message(NewMessage {
@@ -145,6 +222,7 @@ pub async fn publish(
             body,
             created_at: state.clock.now(),
             thread_root_id: thread_root,
+            mentions,
         })
         .await
         .map_err(|err| match err {

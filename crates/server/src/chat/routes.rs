@@ -7,14 +7,19 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use unhidra_proto::channels::{
-    AddMemberRequest, ChannelList, ChannelSummary, ChatMessage, CreateChannelRequest,
-    CreatedChannel, DirectConversation, MarkReadRequest, MemberInfo, MemberList, MessagePage,
-    OpenDirectRequest, ReadPosition, SearchResults, Thread, UpdateChannelRequest, UserInfo,
+    AddMemberRequest, ChannelList, CreateChannelRequest, CreatedChannel, DirectConversation,
+    MarkReadRequest, MemberInfo, MemberList, MessagePage, OpenDirectRequest, ReadPosition,
+    SearchResults, Thread, UpdateChannelRequest, UserInfo,
 };
+use unhidra_proto::ws::ServerFrame;
 use unhidra_proto::{ErrorBody, ErrorCode};
-use unhidra_store::{Channel, Message, NewChannel, Role, SearchQuery, StoreError};
+use unhidra_store::{Actor, Channel, NewChannel, Role, SearchQuery, StoreError};
 use utoipa::IntoParams;
 
+use super::events::{
+    announce_channel_added, announce_channel_removed, publish_passing, publish_stored, summary,
+};
+use super::wire;
 use crate::http::extract::{ApiJson, AuthUser};
 use crate::http::ApiError;
 use crate::state::{AppState, SharedState};
@@ -59,7 +64,7 @@ pub async fn create(
             id: uuid::Uuid::now_v7().to_string(),
             name,
             private: body.private,
-            created_by: auth.user_id,
+            created_by: auth.user_id.clone(),
             created_at: state.clock.now(),
         })
         .await
@@ -67,6 +72,7 @@ pub async fn create(
             StoreError::Conflict(_) => name_taken(),
             other => other.into(),
         })?;
+    announce_channel_added(&state, &auth.user_id, &channel.id).await;
     Ok((StatusCode::CREATED, Json(CreatedChannel { id: channel.id })))
 }
 
@@ -86,24 +92,9 @@ fn bad_query(rejection: QueryRejection) -> ApiError {
     ApiError::bad_request(ErrorCode::BadRequest, rejection.body_text())
 }
 
-pub fn wire(m: Message) -> ChatMessage {
-    ChatMessage {
-        id: m.id,
-        channel: m.channel_id,
-        seq: m.seq,
-        sender: m.sender_id,
-        body: m.body,
-        client_msg_id: m.client_msg_id,
-        ts: m.created_at,
-        thread_root: m.thread_root_id,
-        reply_count: m.reply_count,
-        last_reply_at: m.last_reply_at,
-    }
-}
-
 /// The channel and the caller's role in it. A private channel the caller is not in is 404,
 /// as if it did not exist; a public one is 403 until they join.
-async fn member_of(
+pub(super) async fn member_of(
     state: &AppState,
     channel_id: &str,
     user_id: &str,
@@ -136,20 +127,7 @@ pub async fn list(
 ) -> Result<Json<ChannelList>, ApiError> {
     let memberships = state.store.memberships_of(&auth.user_id).await?;
     Ok(Json(ChannelList {
-        channels: memberships
-            .into_iter()
-            .map(|m| ChannelSummary {
-                unread: m.unread(),
-                id: m.channel.id,
-                name: m.channel.name,
-                private: m.channel.private,
-                role: m.role.as_str().to_owned(),
-                last_seq: m.channel.last_seq,
-                last_read_seq: m.last_read_seq,
-                archived: m.channel.archived_at.is_some(),
-                direct: m.channel.direct,
-            })
-            .collect(),
+        channels: memberships.into_iter().map(summary).collect(),
     }))
 }
 
@@ -183,20 +161,44 @@ pub async fn update(
             "only owners and admins change a channel",
         ));
     }
+    let by = Actor {
+        user_id: auth.user_id,
+        at: state.clock.now(),
+    };
+    let mut seqs = Vec::new();
     if let Some(name) = body.name {
         let name = channel_name(&name)?;
-        state
+        let seq = state
             .store
-            .rename_channel(&id, &name)
+            .rename_channel(&id, &name, &by)
             .await
             .map_err(|err| match err {
                 StoreError::Conflict(_) => name_taken(),
                 other => other.into(),
             })?;
+        seqs.extend(seq);
     }
     if let Some(archived) = body.archived {
-        let at = archived.then(|| state.clock.now());
-        state.store.set_archived(&id, at).await?;
+        seqs.extend(state.store.set_archived(&id, archived, &by).await?);
+    }
+    // One frame per stored event, each with the state after the whole update: a client
+    // applies the last it sees.
+    if !seqs.is_empty() {
+        let now = state
+            .store
+            .channel_by_id(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no such channel"))?;
+        for seq in seqs {
+            let frame = ServerFrame::ChannelUpdated {
+                channel: id.clone(),
+                seq,
+                name: now.name.clone(),
+                archived: now.archived_at.is_some(),
+                by: by.user_id.clone(),
+            };
+            publish_stored(&state, &id, seq, &frame);
+        }
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -241,8 +243,22 @@ pub async fn remove_member(
     if user_id != auth.user_id && caller_role < Role::Admin {
         return Err(ApiError::forbidden("only owners and admins remove members"));
     }
-    state.store.remove_member(&id, &user_id).await?;
+    let by = Actor {
+        user_id: auth.user_id,
+        at: state.clock.now(),
+    };
+    if let Some(seq) = state.store.remove_member(&id, &user_id, &by).await? {
+        let frame = ServerFrame::MemberLeft {
+            channel: id.clone(),
+            seq,
+            user: user_id.clone(),
+            by: by.user_id,
+            ts: by.at,
+        };
+        publish_stored(&state, &id, seq, &frame);
+    }
     state.gateway.registry.unsubscribe_user(&user_id, &id);
+    announce_channel_removed(&state, &user_id, &id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -331,6 +347,12 @@ pub async fn mark_read(
         .mark_read(&id, &auth.user_id, body.seq)
         .await?
         .ok_or_else(|| ApiError::not_found("no such channel"))?;
+    let receipt = ServerFrame::Receipt {
+        channel: id.clone(),
+        user: auth.user_id,
+        seq: last_read_seq,
+    };
+    publish_passing(&state, &id, &receipt);
     Ok(Json(ReadPosition { last_read_seq }))
 }
 
@@ -424,10 +446,25 @@ pub async fn add_member(
     if state.store.user_by_id(&body.user_id).await?.is_none() {
         return Err(ApiError::not_found("no such user"));
     }
-    state
+    let by = Actor {
+        user_id: auth.user_id,
+        at: state.clock.now(),
+    };
+    if let Some(seq) = state
         .store
-        .add_member(&channel.id, &body.user_id, state.clock.now())
-        .await?;
+        .add_member(&channel.id, &body.user_id, &by)
+        .await?
+    {
+        let frame = ServerFrame::MemberJoined {
+            channel: channel.id.clone(),
+            seq,
+            user: body.user_id.clone(),
+            by: by.user_id,
+            ts: by.at,
+        };
+        publish_stored(&state, &channel.id, seq, &frame);
+        announce_channel_added(&state, &body.user_id, &channel.id).await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -528,6 +565,11 @@ pub async fn open_direct(
             StoreError::Invalid(_) => ApiError::not_found("no such user"),
             other => other.into(),
         })?;
+    if created {
+        for member in &members {
+            announce_channel_added(&state, member, &channel.id).await;
+        }
+    }
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -564,9 +606,11 @@ pub async fn members(
         members: members
             .into_iter()
             .map(|m| MemberInfo {
+                presence: state.gateway.presence.status(&m.user_id),
                 user_id: m.user_id,
                 username: m.username,
                 role: m.role.as_str().to_owned(),
+                last_read_seq: m.last_read_seq,
             })
             .collect(),
     }))

@@ -5,9 +5,11 @@
 //! - [`session`]: one connection's loop: frames in, acks and deliveries out, pings, limits.
 //! - [`registry`]: every live connection, and closing them from the server side.
 //! - [`hub`]: fan-out of stored messages to subscribed sessions (the seam for NATS).
+//! - [`presence`]: who is online, away or offline.
 
 pub mod handshake;
 pub mod hub;
+pub mod presence;
 pub mod registry;
 pub mod session;
 
@@ -17,12 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use hub::Hub;
+use presence::Presence;
 use registry::Registry;
 
 /// The gateway's shared parts.
 pub struct Gateway {
     pub registry: Registry,
     pub hub: Arc<dyn Hub>,
+    pub presence: Presence,
     /// Every session task, so shutdown can wait for them.
     pub sessions: TaskTracker,
     /// Cancelled when the server shuts down; every session closes with 1001.
@@ -34,6 +38,7 @@ impl Gateway {
         Self {
             registry: Registry::default(),
             hub,
+            presence: Presence::default(),
             sessions: TaskTracker::new(),
             shutdown,
         }

@@ -8,7 +8,9 @@
 //! Per subscribed channel the session remembers the last seq it sent. Deliveries at or below
 //! it are duplicates and skipped; a delivery past `last + 1` means an earlier one is still on
 //! its way (publishers race to the hub), so the gap is read from the store first. The client
-//! therefore sees every message exactly once, in seq order.
+//! therefore sees every message and channel event exactly once, in seq order. Passing frames
+//! (typing, receipts, presence; seq 0) are delivered as they come. A user's session also
+//! listens on the user's own topic, for presence and changes to their channel list.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -29,7 +31,11 @@ use unhidra_proto::ErrorCode;
 use super::hub::Delivery;
 use super::registry::{Connection, Control, NewConnection};
 use crate::chat;
+use crate::chat::events::{announce_presence, event_frame, publish_passing, user_topic};
 use crate::state::SharedState;
+
+/// Typing frames from one connection per channel: at most one per this interval.
+const TYPING_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Stored messages read per page when replaying or filling a gap.
 const REPLAY_PAGE: u32 = 500;
@@ -122,6 +128,10 @@ struct Session {
     out: Out,
     subscriptions: StreamMap<String, BroadcastStream<Arc<Delivery>>>,
     last_sent: HashMap<String, i64>,
+    /// The user's own topic (users only), kept apart from channel subscriptions.
+    own_topic: Option<String>,
+    /// When this connection last sent `typing` per channel.
+    typing_sent: HashMap<String, Instant>,
     limiter: DefaultDirectRateLimiter,
     /// Frames refused by the limiter in the current one-second window.
     refused: (Instant, u32),
@@ -158,15 +168,47 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
         principal: start.principal,
         subscriptions: StreamMap::new(),
         last_sent: HashMap::new(),
+        own_topic: None,
+        typing_sent: HashMap::new(),
         limiter: RateLimiter::direct(Quota::per_second(per_second)),
         refused: (Instant::now(), 0),
         state: state.clone(),
     };
+    let user_id = match &session.principal {
+        Principal::User { id } => Some(id.clone()),
+        Principal::Device { .. } => None,
+    };
+    if let Some(user_id) = &user_id {
+        let topic = user_topic(user_id);
+        let receiver = state.gateway.hub.subscribe(&topic);
+        session
+            .subscriptions
+            .insert(topic.clone(), BroadcastStream::new(receiver));
+        session.own_topic = Some(topic);
+        if state
+            .gateway
+            .presence
+            .connect(user_id, &connection.id)
+            .is_some()
+        {
+            spawn_presence_announcement(&state, user_id);
+        }
+    }
     let mut stream = stream;
     let end = session.serve(&mut stream, registration.controls).await;
     // Gone from the registry as soon as the session decides to end, not after the closing
     // handshake: a second close or a listing must not find it.
     state.gateway.registry.unregister(&connection.id);
+    if let Some(user_id) = &user_id {
+        if state
+            .gateway
+            .presence
+            .disconnect(user_id, &connection.id)
+            .is_some()
+        {
+            spawn_presence_announcement(&state, user_id);
+        }
+    }
     if let End::Close(code, reason) = end {
         session.out.close(code, reason).await;
         // The closing handshake: read (and discard) until the client's close, so the
@@ -183,6 +225,12 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
     }
     metrics::gauge!(crate::metrics::GATEWAY_CONNECTIONS_ACTIVE).decrement(1.0);
     tracing::debug!(connection = %connection.id, "websocket closed");
+}
+
+/// Announces the user's presence without holding up the session.
+fn spawn_presence_announcement(state: &SharedState, user_id: &str) {
+    let (state, user_id) = (state.clone(), user_id.to_owned());
+    tokio::spawn(async move { announce_presence(&state, &user_id).await });
 }
 
 impl Session {
@@ -382,10 +430,39 @@ impl Session {
                 }
             }
             (ClientFrame::Heartbeat { .. }, Principal::Device { .. }) => Ok(()),
+            (ClientFrame::Typing { channel }, Principal::User { id }) => {
+                self.typing(&id, channel).await
+            }
+            (ClientFrame::Presence { status }, Principal::User { id }) => {
+                use unhidra_proto::channels::PresenceStatus;
+                let away = match status {
+                    PresenceStatus::Online => false,
+                    PresenceStatus::Away => true,
+                    PresenceStatus::Offline => {
+                        return self
+                            .out
+                            .error(
+                                ErrorCode::InvalidField,
+                                "status is online or away (close the socket to go offline)",
+                                None,
+                            )
+                            .await
+                    }
+                };
+                let presence = &self.state.gateway.presence;
+                if presence
+                    .set_away(&id, &self.out.connection.id, away)
+                    .is_some()
+                {
+                    spawn_presence_announcement(&self.state, &id);
+                }
+                Ok(())
+            }
             (
                 ClientFrame::Subscribe { channel, .. }
                 | ClientFrame::Unsubscribe { channel }
-                | ClientFrame::Publish { channel, .. },
+                | ClientFrame::Publish { channel, .. }
+                | ClientFrame::Typing { channel },
                 Principal::Device { .. },
             ) => {
                 self.out
@@ -393,6 +470,15 @@ impl Session {
                         ErrorCode::Forbidden,
                         "devices cannot use chat channels",
                         Some(channel),
+                    )
+                    .await
+            }
+            (ClientFrame::Presence { .. }, Principal::Device { .. }) => {
+                self.out
+                    .error(
+                        ErrorCode::Forbidden,
+                        "a device's state comes from its heartbeats",
+                        None,
                     )
                     .await
             }
@@ -411,7 +497,47 @@ impl Session {
         }
     }
 
+    /// Tells the channel's other subscribers that the user is typing (at most once per
+    /// [`TYPING_INTERVAL`] per channel; extra frames are ignored, typing is a hint).
+    async fn typing(&mut self, user_id: &str, channel: String) -> Result<(), End> {
+        if !self.is_channel_subscription(&channel) {
+            return self
+                .out
+                .error(
+                    ErrorCode::BadRequest,
+                    "subscribe to the channel before typing in it",
+                    Some(channel),
+                )
+                .await;
+        }
+        let now = Instant::now();
+        if self
+            .typing_sent
+            .get(&channel)
+            .is_some_and(|at| now.duration_since(*at) < TYPING_INTERVAL)
+        {
+            return Ok(());
+        }
+        self.typing_sent.insert(channel.clone(), now);
+        let frame = ServerFrame::Typing {
+            channel: channel.clone(),
+            user: user_id.to_owned(),
+        };
+        publish_passing(&self.state, &channel, &frame);
+        Ok(())
+    }
+
+    /// Whether `key` is a channel this connection subscribed to (not its own user topic).
+    fn is_channel_subscription(&self, key: &str) -> bool {
+        self.own_topic.as_deref() != Some(key) && self.subscriptions.contains_key(key)
+    }
+
     async fn unsubscribe(&mut self, channel: String) -> Result<(), End> {
+        if self.own_topic.as_deref() == Some(channel.as_str()) {
+            // Not a channel; the user's own topic stays.
+            return self.out.frame(&ServerFrame::Unsubscribed { channel }).await;
+        }
+        self.typing_sent.remove(&channel);
         self.subscriptions.remove(&channel);
         self.last_sent.remove(&channel);
         self.out.frame(&ServerFrame::Unsubscribed { channel }).await
@@ -440,7 +566,8 @@ impl Session {
             }
         }
         let resubscribe = self.subscriptions.contains_key(&channel);
-        if !resubscribe && self.subscriptions.len() >= self.state.config.gateway.max_subscriptions {
+        let channels = self.subscriptions.len() - usize::from(self.own_topic.is_some());
+        if !resubscribe && channels >= self.state.config.gateway.max_subscriptions {
             return self
                 .out
                 .error(
@@ -479,7 +606,8 @@ impl Session {
             .await
     }
 
-    /// Sends stored messages after the channel's last sent seq, up to `until` (inclusive).
+    /// Sends stored messages and events after the channel's last sent seq, up to `until`
+    /// (inclusive).
     async fn send_stored(&mut self, channel: &str, until: i64) -> Result<(), End> {
         loop {
             let after = self.last_sent.get(channel).copied().unwrap_or(0);
@@ -489,12 +617,12 @@ impl Session {
             let page = match self
                 .state
                 .store
-                .messages_after(channel, after, REPLAY_PAGE)
+                .events_after(channel, after, REPLAY_PAGE)
                 .await
             {
                 Ok(page) => page,
                 Err(err) => {
-                    tracing::error!(error = %err, channel, "reading stored messages failed");
+                    tracing::error!(error = %err, channel, "reading stored events failed");
                     return Err(End::Close(
                         close::TRY_AGAIN_LATER,
                         "store unavailable; resync with since",
@@ -502,11 +630,13 @@ impl Session {
                 }
             };
             let full = page.len() == REPLAY_PAGE as usize;
-            for message in page.iter().take_while(|m| m.seq <= until) {
+            for event in page.into_iter().take_while(|e| e.seq() <= until) {
+                let seq = event.seq();
+                let frame = event_frame(channel, event);
                 self.out
-                    .feed(Message::Text(chat::message_frame(message)))
+                    .feed(Message::Text(chat::frame_text(&frame)))
                     .await?;
-                self.last_sent.insert(channel.to_owned(), message.seq);
+                self.last_sent.insert(channel.to_owned(), seq);
             }
             if !full {
                 return Ok(());
@@ -549,6 +679,10 @@ impl Session {
                 ));
             }
         };
+        if delivery.seq == 0 {
+            // A passing frame: no place in the timeline, nothing to order it against.
+            return self.out.feed(Message::Text(delivery.frame.clone())).await;
+        }
         let last = self.last_sent.get(&channel).copied().unwrap_or(0);
         if delivery.seq <= last {
             return Ok(());

@@ -87,6 +87,12 @@ fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(chat::routes::lookup_user))
         .routes(routes!(chat::routes::remove_member))
         .routes(routes!(chat::routes::history))
+        .routes(routes!(chat::messages::edit, chat::messages::delete))
+        .routes(routes!(chat::messages::revisions))
+        .routes(routes!(
+            chat::messages::add_reaction,
+            chat::messages::remove_reaction
+        ))
         .routes(routes!(chat::routes::thread))
         .routes(routes!(chat::routes::mark_read))
         .routes(routes!(chat::routes::search))

@@ -56,16 +56,18 @@ async fn the_channel_list_shows_roles_and_unread_counts() {
     assert_eq!(
         channels[0],
         json!({"id": team, "name": "team", "private": true, "role": "member",
-               "last_seq": 3, "last_read_seq": 0, "unread": 3, "archived": false, "direct": false})
+               "last_seq": 4, "last_read_seq": 0, "unread": 3, "mentions": 0, "archived": false,
+               "direct": false}),
+        "bob's joining is seq 1; the messages are 2 to 4"
     );
     let r = app
         .post_as(
             &bob.access,
             &format!("/api/v1/channels/{team}/read"),
-            &json!({"seq": 2}),
+            &json!({"seq": 3}),
         )
         .await;
-    assert_eq!(body(r).await["last_read_seq"], 2);
+    assert_eq!(body(r).await["last_read_seq"], 3);
     // Never backwards, never past the newest.
     let r = app
         .post_as(
@@ -74,7 +76,7 @@ async fn the_channel_list_shows_roles_and_unread_counts() {
             &json!({"seq": 1}),
         )
         .await;
-    assert_eq!(body(r).await["last_read_seq"], 2);
+    assert_eq!(body(r).await["last_read_seq"], 3);
     let list = body(app.get_as(&bob.access, "/api/v1/channels").await).await;
     assert_eq!(list["channels"][0]["unread"], 1);
 
@@ -375,7 +377,8 @@ async fn replies_form_threads_that_count_on_their_root() {
     let ack = next(&mut b).await;
     assert_eq!(
         (ack["type"].as_str(), ack["seq"].as_i64()),
-        (Some("ack"), Some(2))
+        (Some("ack"), Some(3)),
+        "after bob's joining and the root"
     );
     // The reply reaches subscribers as a message naming its root.
     let live = next(&mut b).await;

@@ -218,7 +218,7 @@ async fn api_responses_are_neither_cached_nor_sniffed() {
 }
 
 /// Every route the server answers, by method and path template.
-const ROUTES: [(&str, &str); 30] = [
+const ROUTES: [(&str, &str); 35] = [
     ("post", "/api/v1/auth/register"),
     ("post", "/api/v1/auth/login"),
     ("post", "/api/v1/auth/refresh"),
@@ -240,6 +240,20 @@ const ROUTES: [(&str, &str); 30] = [
     ("delete", "/api/v1/channels/{id}/members/{user_id}"),
     ("get", "/api/v1/channels/{id}/messages"),
     ("get", "/api/v1/channels/{id}/threads/{root_id}"),
+    ("patch", "/api/v1/channels/{id}/messages/{message_id}"),
+    ("delete", "/api/v1/channels/{id}/messages/{message_id}"),
+    (
+        "get",
+        "/api/v1/channels/{id}/messages/{message_id}/revisions",
+    ),
+    (
+        "put",
+        "/api/v1/channels/{id}/messages/{message_id}/reactions/{emoji}",
+    ),
+    (
+        "delete",
+        "/api/v1/channels/{id}/messages/{message_id}/reactions/{emoji}",
+    ),
     ("post", "/api/v1/channels/{id}/read"),
     ("get", "/api/v1/search"),
     ("get", "/api/v1/channels/{id}/members"),

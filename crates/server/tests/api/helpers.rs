@@ -140,6 +140,25 @@ impl TestApp {
             .unwrap()
     }
 
+    pub async fn patch_as(&self, token: &str, path: &str, body: &Value) -> Response {
+        self.client
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn put_as(&self, token: &str, path: &str) -> Response {
+        self.client
+            .put(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn delete_as(&self, token: &str, path: &str) -> Response {
         self.client
             .delete(self.url(path))

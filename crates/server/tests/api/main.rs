@@ -13,6 +13,7 @@ mod accounts;
 mod chat;
 mod devices;
 mod edge;
+mod events;
 mod limits;
 mod tls;
 mod tokens;

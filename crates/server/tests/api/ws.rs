@@ -67,8 +67,37 @@ pub(crate) async fn user_ws(app: &TestApp, user: &User) -> Ws {
     connect(app, &format!("bearer.{}", user.access)).await.0
 }
 
-/// The next JSON frame, skipping pings.
+/// Frames with no place in a channel's timeline, sent as things happen.
+pub(crate) const PASSING: [&str; 5] = [
+    "presence",
+    "typing",
+    "receipt",
+    "channel_added",
+    "channel_removed",
+];
+
+/// The next JSON frame, skipping pings and passing frames (see [`next_any`]).
 pub(crate) async fn next(ws: &mut Ws) -> Value {
+    loop {
+        let frame = next_any(ws).await;
+        if !PASSING.contains(&frame["type"].as_str().unwrap_or_default()) {
+            return frame;
+        }
+    }
+}
+
+/// The next frame of this type, skipping any other.
+pub(crate) async fn next_of(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let frame = next_any(ws).await;
+        if frame["type"] == kind {
+            return frame;
+        }
+    }
+}
+
+/// The next JSON frame, skipping pings only.
+pub(crate) async fn next_any(ws: &mut Ws) -> Value {
     loop {
         let frame = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -140,6 +169,8 @@ pub(crate) async fn subscribe(ws: &mut Ws, channel: &str, since: Option<i64>) ->
         let f = next(ws).await;
         match f["type"].as_str().unwrap() {
             "message" => replayed.push(f),
+            // Channel events (members joining…) replay too; these tests look at messages.
+            _ if f["seq"].is_i64() && f["type"] != "subscribed" => {}
             "subscribed" => {
                 assert_eq!(f["channel"], channel);
                 return replayed;
@@ -156,6 +187,20 @@ pub(crate) async fn publish(ws: &mut Ws, channel: &str, body: &str, client_msg_i
     )
     .await;
     next(ws).await
+}
+
+/// The channel's newest seq, as `user`'s channel list shows it (members joining take seqs,
+/// so a channel's first message is not always 1).
+pub(crate) async fn last_seq(app: &TestApp, user: &User, channel: &str) -> i64 {
+    let list = body(app.get_as(&user.access, "/api/v1/channels").await).await;
+    list["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == channel)
+        .expect("a member's channel")["last_seq"]
+        .as_i64()
+        .unwrap()
 }
 
 pub(crate) fn seqs(frames: &[Value]) -> Vec<i64> {
@@ -323,17 +368,19 @@ async fn a_publish_is_acked_once_stored_and_a_retry_is_stored_once() {
     let mut a = user_ws(&app, &alice).await;
     let mut b = user_ws(&app, &bob).await;
     assert!(subscribe(&mut b, &room, None).await.is_empty());
+    let base = last_seq(&app, &alice, &room).await;
+    assert_eq!(base, 1, "bob's joining");
 
     let ack = publish(&mut a, &room, "hello", "c-1").await;
     assert_eq!(ack["type"], "ack");
     assert_eq!(ack["client_msg_id"], "c-1");
-    assert_eq!(ack["seq"], 1);
+    assert_eq!(ack["seq"], base + 1);
     let got = next(&mut b).await;
     assert_eq!(got["type"], "message");
     assert_eq!(got["id"], ack["id"]);
     assert_eq!(
         (got["seq"].as_i64(), got["body"].as_str()),
-        (Some(1), Some("hello"))
+        (Some(base + 1), Some("hello"))
     );
     assert_eq!(got["sender"], alice.id.as_str());
     assert_eq!(got["channel"], room.as_str());
@@ -352,11 +399,14 @@ async fn a_publish_is_acked_once_stored_and_a_retry_is_stored_once() {
         (Some("conflict"), Some("c-1"))
     );
     let second = publish(&mut a, &room, "again", "c-2").await;
-    assert_eq!(second["seq"], 2);
-    // Bob sees seq 2 next: the retry was not fanned out again.
-    assert_eq!(next(&mut b).await["seq"], 2);
+    assert_eq!(second["seq"], base + 2);
+    // Bob sees the second message next: the retry was not fanned out again.
+    assert_eq!(next(&mut b).await["seq"], base + 2);
     let mut fresh = user_ws(&app, &bob).await;
-    assert_eq!(seqs(&subscribe(&mut fresh, &room, Some(0)).await), [1, 2]);
+    assert_eq!(
+        seqs(&subscribe(&mut fresh, &room, Some(0)).await),
+        [base + 1, base + 2]
+    );
 }
 
 #[tokio::test]
@@ -368,21 +418,22 @@ async fn seqs_are_gap_free_and_replay_resumes_after_a_disconnect() {
     let mut a = user_ws(&app, &alice).await;
     let mut b = user_ws(&app, &bob).await;
     subscribe(&mut b, &room, None).await;
+    let base = last_seq(&app, &alice, &room).await;
     for i in 1..=2 {
         publish(&mut a, &room, &format!("m{i}"), &format!("id{i}")).await;
     }
-    assert_eq!(next(&mut b).await["seq"], 1);
-    assert_eq!(next(&mut b).await["seq"], 2);
+    assert_eq!(next(&mut b).await["seq"], base + 1);
+    assert_eq!(next(&mut b).await["seq"], base + 2);
     drop(b);
     for i in 3..=5 {
         publish(&mut a, &room, &format!("m{i}"), &format!("id{i}")).await;
     }
     let mut b = user_ws(&app, &bob).await;
-    let replayed = subscribe(&mut b, &room, Some(2)).await;
-    assert_eq!(seqs(&replayed), [3, 4, 5]);
+    let replayed = subscribe(&mut b, &room, Some(base + 2)).await;
+    assert_eq!(seqs(&replayed), [base + 3, base + 4, base + 5]);
     assert_eq!(replayed[0]["body"], "m3");
     publish(&mut a, &room, "m6", "id6").await;
-    assert_eq!(next(&mut b).await["seq"], 6);
+    assert_eq!(next(&mut b).await["seq"], base + 6);
 
     // A `since` past the newest message is clamped, and nothing that follows is hidden.
     let mut c = user_ws(&app, &bob).await;
@@ -394,10 +445,10 @@ async fn seqs_are_gap_free_and_replay_resumes_after_a_disconnect() {
     let subscribed = next(&mut c).await;
     assert_eq!(
         (subscribed["type"].as_str(), subscribed["seq"].as_i64()),
-        (Some("subscribed"), Some(6))
+        (Some("subscribed"), Some(base + 6))
     );
     publish(&mut a, &room, "m7", "id7").await;
-    assert_eq!(next(&mut c).await["seq"], 7);
+    assert_eq!(next(&mut c).await["seq"], base + 7);
 }
 
 #[tokio::test]
@@ -412,6 +463,7 @@ async fn concurrent_publishers_are_delivered_in_seq_order_without_gaps() {
     let room = channel(&app, &owner, "busy", &refs).await;
     let mut reader = user_ws(&app, &owner).await;
     subscribe(&mut reader, &room, None).await;
+    let base = last_seq(&app, &owner, &room).await;
     let mut tasks = Vec::new();
     for (w, writer) in writers.iter().enumerate() {
         let mut ws = user_ws(&app, writer).await;
@@ -430,7 +482,7 @@ async fn concurrent_publishers_are_delivered_in_seq_order_without_gaps() {
     for _ in 0..100 {
         got.push(next(&mut reader).await["seq"].as_i64().unwrap());
     }
-    assert_eq!(got, (1..=100).collect::<Vec<i64>>());
+    assert_eq!(got, (base + 1..=base + 100).collect::<Vec<i64>>());
 }
 
 #[tokio::test]
@@ -680,7 +732,7 @@ async fn a_slow_consumer_is_cut_off_and_publishers_are_not_held_up() {
     let mut publisher = user_ws(&app, &alice).await;
     let body = "y".repeat(30 * 1024);
     let count = 400; // 12 MB a round, far more than socket buffers hold
-    let mut seq = 0;
+    let mut seq = last_seq(&app, &alice, &room).await;
     // Round one, everyone keeping up.
     for i in 0..count {
         let ack = publish(&mut publisher, &room, &body, &format!("warm{i}")).await;

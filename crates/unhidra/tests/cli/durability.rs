@@ -15,14 +15,17 @@ use crate::helpers::{
 
 /// Publishers, each its own user on its own connection.
 const CLIENTS: usize = 4;
+/// Every writer but the channel's creator joins it: the first seqs are those joins.
+const JOINS: i64 = CLIENTS as i64 - 1;
 /// Publishes each client keeps unacknowledged.
 const WINDOW: usize = 8;
 /// The kill comes after this many acks in all, or `KILL_AFTER` after the first ack.
 const KILL_AT_ACKS: usize = 400;
 const KILL_AFTER: Duration = Duration::from_millis(1500);
 
-/// Replays the whole channel; checks the seqs are exactly 1..=N in order and the bodies
-/// (each a `client_msg_id`) unique, and returns body → (sender, id/seq/ts).
+/// Replays the whole channel; checks the message seqs are exactly `JOINS`+1..=`JOINS`+N in
+/// order (the members' joining came first) and the bodies (each a `client_msg_id`) unique,
+/// and returns body → (sender, id/seq/ts).
 async fn replay_all(server: &Server, token: &str, channel: &str) -> HashMap<String, (String, Ack)> {
     let (mut ws, _) = server.ws_connect(token).await;
     let (messages, last) = ws_subscribe(&mut ws, channel, Some(0)).await;
@@ -30,13 +33,13 @@ async fn replay_all(server: &Server, token: &str, channel: &str) -> HashMap<Stri
         .iter()
         .map(|m| m["seq"].as_i64().unwrap())
         .collect();
-    let expected: Vec<i64> = (1..=i64::try_from(messages.len()).unwrap()).collect();
-    assert_eq!(seqs, expected, "stored seqs are not exactly 1..=N");
+    let count = i64::try_from(messages.len()).unwrap();
+    let expected: Vec<i64> = (JOINS + 1..=JOINS + count).collect();
     assert_eq!(
-        last,
-        i64::try_from(messages.len()).unwrap(),
-        "subscribed seq"
+        seqs, expected,
+        "stored seqs are not exactly gap-free after the joins"
     );
+    assert_eq!(last, JOINS + count, "subscribed seq");
     let mut stored = HashMap::new();
     for message in &messages {
         let body = str_field(message, "body");
@@ -165,7 +168,7 @@ async fn acked_messages_survive_sigkill_and_retries_are_idempotent() {
     );
 
     // ---- Each client retries what was in flight, with the same client_msg_id ----
-    let mut next_seq = i64::try_from(stored.len()).unwrap() + 1;
+    let mut next_seq = JOINS + i64::try_from(stored.len()).unwrap() + 1;
     for (i, log) in logs.iter().enumerate() {
         let (mut ws, _) = server.ws_connect(&users[i].1.access).await;
         for id in log.in_flight() {
@@ -191,7 +194,7 @@ async fn acked_messages_survive_sigkill_and_retries_are_idempotent() {
     let found: HashSet<&String> = after.keys().collect();
     assert_eq!(found, expected, "after the retries");
     assert_eq!(
-        i64::try_from(after.len()).unwrap(),
+        JOINS + i64::try_from(after.len()).unwrap(),
         next_seq - 1,
         "seqs after the retries"
     );

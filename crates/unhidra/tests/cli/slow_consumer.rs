@@ -42,10 +42,10 @@ async fn a_slow_consumer_is_closed_while_server_memory_stays_flat() {
         .await;
     let (mut publisher, _) = server.ws_connect(&alice.access).await;
     let (mut fast, _) = server.ws_connect(&bob.access).await;
-    ws_subscribe(&mut fast, &room, None).await;
+    // Bob's joining took seq 1; messages follow the subscribed seq.
+    let (_, mut seq) = ws_subscribe(&mut fast, &room, None).await;
 
     let body = "z".repeat(30 * 1024);
-    let mut seq = 0i64;
     // Publishes `count` 30 KiB messages, each acked, each read by the fast subscriber.
     macro_rules! publish_round {
         ($tag:expr, $count:expr) => {
