@@ -13,6 +13,7 @@ mod accounts;
 mod chat;
 mod devices;
 mod edge;
+mod files;
 mod limits;
 mod tls;
 mod tokens;
