@@ -9,6 +9,7 @@ pub mod auth;
 pub mod channels;
 pub mod devices;
 pub mod error;
+pub mod files;
 pub mod ws;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};

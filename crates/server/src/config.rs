@@ -38,6 +38,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub rate_limits: RateLimitConfig,
     pub gateway: GatewayConfig,
+    pub files: FilesConfig,
 }
 
 impl Default for Config {
@@ -54,6 +55,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             rate_limits: RateLimitConfig::default(),
             gateway: GatewayConfig::default(),
+            files: FilesConfig::default(),
         }
     }
 }
@@ -158,6 +160,22 @@ impl Default for GatewayConfig {
     }
 }
 
+/// Files uploaded to channels (stored under `<data_dir>/files/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// Largest file accepted, in bytes; a larger upload is refused with 413.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 25 * 1024 * 1024,
+        }
+    }
+}
+
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -205,6 +223,9 @@ impl Config {
         if gw.channel_buffer == 0 || gw.max_subscriptions == 0 {
             return fail("gateway.channel_buffer and max_subscriptions must be at least 1");
         }
+        if self.files.max_upload_bytes == 0 {
+            return fail("files.max_upload_bytes must be at least 1");
+        }
         Ok(())
     }
 }
@@ -224,6 +245,7 @@ mod tests {
         assert_eq!(c.rate_limits.register_per_hour, 5);
         assert_eq!(c.rate_limits.device_register_per_hour, 10);
         assert_eq!(c.auth.access_token_ttl_secs, 900);
+        assert_eq!(c.files.max_upload_bytes, 26_214_400);
         c.validate().unwrap();
     }
 
@@ -252,6 +274,19 @@ mod tests {
         let mut c = Config::default();
         c.auth.access_token_ttl_secs = 5;
         assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.files.max_upload_bytes = 0;
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().contains("files.max_upload_bytes"), "{err}");
+    }
+
+    #[test]
+    fn the_upload_limit_is_set_in_its_own_section() {
+        let c: Config = toml_from("[files]\nmax_upload_bytes = 1048576\n");
+        assert_eq!(c.files.max_upload_bytes, 1_048_576);
+        assert_eq!(c.max_body_bytes, 65536);
+        let err = toml::from_str::<Config>("[files]\nmax_bytes = 1").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
     }
 
     #[test]

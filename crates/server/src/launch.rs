@@ -27,6 +27,7 @@ use crate::audit::Audit;
 use crate::auth::password::{PasswordError, Passwords};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
+use crate::files::blobs::BlobStore;
 use crate::gateway::hub::LocalHub;
 use crate::gateway::Gateway;
 use crate::rate_limit::RateLimits;
@@ -81,6 +82,9 @@ pub mod paths {
     }
     pub fn device_key_pepper(data_dir: &Path) -> PathBuf {
         data_dir.join("device-key.pepper")
+    }
+    pub fn files(data_dir: &Path) -> PathBuf {
+        data_dir.join("files")
     }
 }
 
@@ -140,6 +144,11 @@ pub async fn launch_with_clock(
         time::Duration::seconds(i64::from(config.auth.access_token_ttl_secs)),
     );
     let device_keys = DeviceKeyHasher::load_or_create(&paths::device_key_pepper(&config.data_dir))?;
+    let files_dir = paths::files(&config.data_dir);
+    let files = BlobStore::open(&files_dir).map_err(|source| LaunchError::DataDir {
+        path: files_dir,
+        source,
+    })?;
     let passwords = Passwords::new(
         config.auth.hash_concurrency,
         Duration::from_secs(u64::from(config.auth.hash_queue_timeout_secs)),
@@ -152,6 +161,7 @@ pub async fn launch_with_clock(
         limits: RateLimits::new(&config.rate_limits),
         audit: Audit::new(Arc::clone(&store), Arc::clone(&clock)),
         gateway: Gateway::new(hub.clone(), shutdown.clone()),
+        files,
         config,
         store,
         tokens,

@@ -11,6 +11,7 @@ pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod devices;
+pub mod files;
 pub mod gateway;
 pub mod http;
 mod launch;

@@ -14,6 +14,8 @@ pub const PASSWORD_QUEUE_REJECTIONS: &str = "auth_password_queue_rejections_tota
 pub const AUTH_FAILURES: &str = "auth_failures_total";
 pub const RATE_LIMIT_HITS: &str = "http_rate_limit_hits_total";
 pub const DEVICE_AUTH: &str = "device_auth_total";
+pub const FILES_UPLOADED: &str = "files_uploaded_total";
+pub const FILES_UPLOADED_BYTES: &str = "files_uploaded_bytes_total";
 
 // The gateway's names are fixed: dashboards already expect them.
 pub const GATEWAY_CONNECTIONS: &str = "gateway_connections_total";

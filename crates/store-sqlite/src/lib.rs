@@ -19,9 +19,9 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use unhidra_store::{
     Actor, Appended, AuditEvent, Channel, ChannelEvent, Device, DeviceCredential, Member,
-    Membership, Message, MessageEdit, NewAuditEvent, NewChannel, NewDevice, NewMessage, NewSession,
-    NewUser, NextRefreshToken, ReactionOutcome, Result, Revision, Role, RotateOutcome, SearchQuery,
-    SessionRef, Store, StoreError, User,
+    Membership, Message, MessageEdit, NewAuditEvent, NewChannel, NewDevice, NewFile, NewMessage,
+    NewSession, NewUser, NextRefreshToken, ReactionOutcome, Result, Revision, Role, RotateOutcome,
+    SearchQuery, SessionRef, Store, StoreError, StoredFile, User,
 };
 
 mod timeline;
@@ -1140,6 +1140,53 @@ impl Store for SqliteStore {
             })
             .collect()
     }
+
+    async fn insert_file(&self, file: NewFile) -> Result<StoredFile> {
+        let size = i64::try_from(file.size).map_err(|_| StoreError::Invalid("file size"))?;
+        sqlx::query(
+            "INSERT INTO files
+                 (id, channel_id, uploader_id, sha256, size, name, content_type, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&file.id)
+        .bind(&file.channel_id)
+        .bind(&file.uploader_id)
+        .bind(&file.sha256)
+        .bind(size)
+        .bind(&file.name)
+        .bind(&file.content_type)
+        .bind(ms(file.created_at))
+        .execute(&self.writer)
+        .await
+        .map_err(|err| match &err {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                StoreError::Invalid("no such channel")
+            }
+            _ => write_err("file")(err),
+        })?;
+        Ok(StoredFile {
+            id: file.id,
+            channel_id: file.channel_id,
+            uploader_id: file.uploader_id,
+            sha256: file.sha256,
+            size: file.size,
+            name: file.name,
+            content_type: file.content_type,
+            created_at: from_ms(ms(file.created_at))?,
+        })
+    }
+
+    async fn file_by_id(&self, id: &str) -> Result<Option<StoredFile>> {
+        let row: Option<FileRow> = sqlx::query_as(
+            "SELECT id, channel_id, uploader_id, sha256, size, name, content_type, created_at
+             FROM files WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        row.map(file_from_row).transpose()
+    }
 }
 
 /// An append waiting for the writer.
@@ -1306,5 +1353,22 @@ async fn append_in(conn: &mut sqlx::SqliteConnection, message: NewMessage) -> Re
             reactions: Vec::new(),
         },
         duplicate: false,
+    })
+}
+
+type FileRow = (String, String, String, String, i64, String, String, i64);
+
+fn file_from_row(row: FileRow) -> Result<StoredFile> {
+    let (id, channel_id, uploader_id, sha256, size, name, content_type, created_at) = row;
+    Ok(StoredFile {
+        size: u64::try_from(size)
+            .map_err(|_| StoreError::Corrupt(format!("file {id} size {size}")))?,
+        id,
+        channel_id,
+        uploader_id,
+        sha256,
+        name,
+        content_type,
+        created_at: from_ms(created_at)?,
     })
 }

@@ -182,4 +182,10 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, event: NewAuditEvent) -> Result<()>;
     /// The newest entries first, at most `limit`, older than `before_id` when given.
     async fn audit_events(&self, limit: u32, before_id: Option<i64>) -> Result<Vec<AuditEvent>>;
+
+    // ---- files ----
+    /// Records an upload whose bytes are already stored. The channel must exist (`Invalid`
+    /// otherwise); an id that is taken is `Conflict("file")`.
+    async fn insert_file(&self, file: NewFile) -> Result<StoredFile>;
+    async fn file_by_id(&self, id: &str) -> Result<Option<StoredFile>>;
 }

@@ -372,3 +372,31 @@ pub struct Appended {
     /// True when the message had been stored before (a retry); nothing new was written.
     pub duplicate: bool,
 }
+
+/// A file uploaded to a channel. The row names one upload; the bytes live outside the store,
+/// content-addressed by `sha256`, so identical uploads share them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    pub id: String,
+    pub channel_id: String,
+    pub uploader_id: String,
+    /// SHA-256 of the bytes, lowercase hex (64 characters).
+    pub sha256: String,
+    pub size: u64,
+    pub name: String,
+    pub content_type: String,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    pub id: String,
+    /// Must exist.
+    pub channel_id: String,
+    pub uploader_id: String,
+    pub sha256: String,
+    pub size: u64,
+    pub name: String,
+    pub content_type: String,
+    pub created_at: OffsetDateTime,
+}

@@ -47,6 +47,7 @@ macro_rules! store_testsuite {
             search_finds_only_readable_messages,
             replies_form_one_level_threads_counted_on_their_root,
             direct_conversations_are_found_by_their_members,
+            files_are_recorded_per_upload_in_existing_channels,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1337,4 +1338,64 @@ pub async fn channel_peers_are_everyone_sharing_a_channel(store: &dyn Store) {
         store.channel_peers(&dave.id).await.unwrap(),
         vec![dave.id.clone()]
     );
+}
+
+fn file(channel: &Channel, uploader: &User, sha256: &str, name: &str) -> NewFile {
+    NewFile {
+        id: id(),
+        channel_id: channel.id.clone(),
+        uploader_id: uploader.id.clone(),
+        sha256: sha256.into(),
+        size: 5_000_000_000,
+        name: name.into(),
+        content_type: "image/png".into(),
+        created_at: t0(),
+    }
+}
+
+pub async fn files_are_recorded_per_upload_in_existing_channels(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let a = channel(store, &alice, "a").await;
+    let hash = "ab".repeat(32);
+    let first = file(&a, &alice, &hash, "photo ☀.png");
+    let stored = store.insert_file(first.clone()).await.unwrap();
+    assert_eq!(
+        stored,
+        StoredFile {
+            id: first.id.clone(),
+            channel_id: a.id.clone(),
+            uploader_id: alice.id.clone(),
+            sha256: hash.clone(),
+            size: 5_000_000_000,
+            name: "photo ☀.png".into(),
+            content_type: "image/png".into(),
+            created_at: t0(),
+        }
+    );
+    assert_eq!(
+        store.file_by_id(&first.id).await.unwrap(),
+        Some(stored.clone())
+    );
+    assert_eq!(store.file_by_id("no-such-file").await.unwrap(), None);
+
+    // The same bytes uploaded again are another file with the same hash.
+    let again = store
+        .insert_file(file(&a, &alice, &hash, "copy.png"))
+        .await
+        .unwrap();
+    assert_ne!(again.id, stored.id);
+    assert_eq!(again.sha256, stored.sha256);
+    assert_eq!(store.file_by_id(&first.id).await.unwrap(), Some(stored));
+
+    // An id is one file; a file belongs to a channel that exists.
+    let err = store.insert_file(first).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict("file")), "{err:?}");
+    let ghost = Channel {
+        id: "no-such-channel".into(),
+        ..a.clone()
+    };
+    let orphan = file(&ghost, &alice, &hash, "orphan.png");
+    let err = store.insert_file(orphan.clone()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    assert_eq!(store.file_by_id(&orphan.id).await.unwrap(), None);
 }

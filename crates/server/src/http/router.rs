@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use super::middleware::{protective_headers, track_metrics};
 use super::ApiError;
 use crate::state::SharedState;
-use crate::{auth, chat, devices, gateway, ops};
+use crate::{auth, chat, devices, files, gateway, ops};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,6 +34,7 @@ use crate::{auth, chat, devices, gateway, ops};
         (name = "auth", description = "Accounts and sessions"),
         (name = "devices", description = "The device registry"),
         (name = "channels", description = "Channels (membership decides who may read and post)"),
+        (name = "files", description = "Files in channels (members only; always downloaded as attachments)"),
         (name = "gateway", description = "The WebSocket endpoint (see docs/protocol.md)"),
         (name = "admin", description = "Administrators only"),
         (name = "ops", description = "Health, readiness and signing keys"),
@@ -96,6 +97,9 @@ fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(chat::routes::thread))
         .routes(routes!(chat::routes::mark_read))
         .routes(routes!(chat::routes::search))
+        .routes(routes!(files::routes::upload))
+        .routes(routes!(files::routes::download))
+        .routes(routes!(files::routes::info))
         .routes(routes!(gateway::handshake::upgrade))
         .routes(routes!(ops::audit))
         .routes(routes!(ops::connections))

@@ -218,7 +218,7 @@ async fn api_responses_are_neither_cached_nor_sniffed() {
 }
 
 /// Every route the server answers, by method and path template.
-const ROUTES: [(&str, &str); 35] = [
+const ROUTES: [(&str, &str); 38] = [
     ("post", "/api/v1/auth/register"),
     ("post", "/api/v1/auth/login"),
     ("post", "/api/v1/auth/refresh"),
@@ -256,6 +256,9 @@ const ROUTES: [(&str, &str); 35] = [
     ),
     ("post", "/api/v1/channels/{id}/read"),
     ("get", "/api/v1/search"),
+    ("post", "/api/v1/channels/{id}/files"),
+    ("get", "/api/v1/files/{id}"),
+    ("get", "/api/v1/files/{id}/info"),
     ("get", "/api/v1/channels/{id}/members"),
     ("post", "/api/v1/dms"),
     ("get", "/api/v1/users/{id}"),
@@ -304,6 +307,7 @@ async fn the_openapi_document_describes_every_route() {
         "ErrorCode",
         "CreatedDevice",
         "Device",
+        "FileInfo",
     ] {
         assert!(schemas.contains_key(name), "schema {name} missing");
     }

@@ -14,6 +14,7 @@ mod chat;
 mod devices;
 mod edge;
 mod events;
+mod files;
 mod limits;
 mod tls;
 mod tokens;
