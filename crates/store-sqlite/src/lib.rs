@@ -224,7 +224,7 @@ fn message_columns_of_m() -> String {
         .join(", ")
 }
 
-/// A message without its reactions (see [`timeline::with_reactions`]).
+/// A message without its reactions and attachments (see [`timeline::with_reactions`]).
 fn message_from_row(row: MessageRow) -> Result<Message> {
     let (
         id,
@@ -254,6 +254,7 @@ fn message_from_row(row: MessageRow) -> Result<Message> {
         edited_at: from_ms_opt(edited)?,
         deleted_at: from_ms_opt(deleted)?,
         reactions: Vec::new(),
+        attachments: Vec::new(),
     })
 }
 
@@ -1336,6 +1337,7 @@ async fn append_in(conn: &mut sqlx::SqliteConnection, message: NewMessage) -> Re
     .await
     .map_err(write_err("message"))?;
     timeline::insert_mentions(conn, &message.channel_id, seq, &message.mentions).await?;
+    let attachments = timeline::attach(conn, &message).await?;
     Ok(Appended {
         message: Message {
             id: message.id,
@@ -1351,14 +1353,18 @@ async fn append_in(conn: &mut sqlx::SqliteConnection, message: NewMessage) -> Re
             edited_at: None,
             deleted_at: None,
             reactions: Vec::new(),
+            attachments,
         },
         duplicate: false,
     })
 }
 
-type FileRow = (String, String, String, String, i64, String, String, i64);
+pub(crate) type FileRow = (String, String, String, String, i64, String, String, i64);
 
-fn file_from_row(row: FileRow) -> Result<StoredFile> {
+pub(crate) const FILE_COLUMNS: &str =
+    "id, channel_id, uploader_id, sha256, size, name, content_type, created_at";
+
+pub(crate) fn file_from_row(row: FileRow) -> Result<StoredFile> {
     let (id, channel_id, uploader_id, sha256, size, name, content_type, created_at) = row;
     Ok(StoredFile {
         size: u64::try_from(size)

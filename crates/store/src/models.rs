@@ -250,6 +250,8 @@ pub struct Message {
     pub deleted_at: Option<OffsetDateTime>,
     /// Reactions by emoji, in the order each emoji was first used.
     pub reactions: Vec<Reaction>,
+    /// Files attached to the message, in upload order.
+    pub attachments: Vec<StoredFile>,
 }
 
 /// One emoji on a message and who reacted with it, oldest first.
@@ -363,6 +365,9 @@ pub struct NewMessage {
     pub thread_root_id: Option<String>,
     /// Members the body mentions (user ids), for their mention counts.
     pub mentions: Vec<String>,
+    /// Ids of files the sender uploaded to this channel and not yet attached elsewhere;
+    /// anything else makes the append `Invalid`.
+    pub attachments: Vec<String>,
 }
 
 /// What appending a message did.

@@ -48,6 +48,7 @@ macro_rules! store_testsuite {
             replies_form_one_level_threads_counted_on_their_root,
             direct_conversations_are_found_by_their_members,
             files_are_recorded_per_upload_in_existing_channels,
+            files_are_attached_once_by_their_uploader_and_go_with_a_deletion,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -407,6 +408,7 @@ fn msg(channel: &Channel, sender: &User, client_msg_id: &str, body: &str) -> New
         created_at: t0(),
         thread_root_id: None,
         mentions: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 
@@ -1398,4 +1400,90 @@ pub async fn files_are_recorded_per_upload_in_existing_channels(store: &dyn Stor
     let err = store.insert_file(orphan.clone()).await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
     assert_eq!(store.file_by_id(&orphan.id).await.unwrap(), None);
+}
+
+pub async fn files_are_attached_once_by_their_uploader_and_go_with_a_deletion(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let a = channel(store, &alice, "a").await;
+    let b = channel(store, &alice, "b").await;
+    store.add_member(&a.id, &bob.id, &by(&bob)).await.unwrap();
+    let hash = "ab".repeat(32);
+    let one = store
+        .insert_file(file(&a, &alice, &hash, "one.png"))
+        .await
+        .unwrap();
+    let two = store
+        .insert_file(file(&a, &alice, &hash, "two.png"))
+        .await
+        .unwrap();
+    let bobs = store
+        .insert_file(file(&a, &bob, &hash, "bobs.png"))
+        .await
+        .unwrap();
+    let elsewhere = store
+        .insert_file(file(&b, &alice, &hash, "b.png"))
+        .await
+        .unwrap();
+    let with = |cid: &str, files: &[&StoredFile]| NewMessage {
+        attachments: files.iter().map(|f| f.id.clone()).collect(),
+        ..msg(&a, &alice, cid, "see attached")
+    };
+
+    // Someone else's file, another channel's, or an unknown id: refused, nothing kept.
+    for (cid, refused) in [("x1", &bobs), ("x2", &elsewhere)] {
+        let err = store
+            .append_message(with(cid, &[&one, refused]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    }
+    let unknown = NewMessage {
+        attachments: vec!["nope".into()],
+        ..msg(&a, &alice, "x3", "x")
+    };
+    assert!(matches!(
+        store.append_message(unknown).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(
+        store.channel_by_id(&a.id).await.unwrap().unwrap().last_seq,
+        1,
+        "refused appends took no seq (1 is bob joining)"
+    );
+
+    let m = store
+        .append_message(with("m1", &[&one, &two]))
+        .await
+        .unwrap()
+        .message;
+    let names = |m: &Message| {
+        m.attachments
+            .iter()
+            .map(|f| f.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&m), ["one.png", "two.png"]);
+    let stored = store.message_by_id(&a.id, &m.id).await.unwrap().unwrap();
+    assert_eq!(names(&stored), ["one.png", "two.png"]);
+    assert_eq!(stored.attachments[0], one);
+    // A file is attached once.
+    assert!(matches!(
+        store.append_message(with("m2", &[&one])).await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    store
+        .delete_message(&a.id, &m.id, &by(&alice))
+        .await
+        .unwrap();
+    assert!(store
+        .message_by_id(&a.id, &m.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .attachments
+        .is_empty());
+    assert_eq!(store.file_by_id(&one.id).await.unwrap(), None);
+    assert_eq!(store.file_by_id(&two.id).await.unwrap(), None);
 }

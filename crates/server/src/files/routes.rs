@@ -26,7 +26,7 @@ const CACHE_CONTROL: &str = "private, max-age=86400";
 /// Scripts, plugins, forms and requests are all off, should a browser ever render a file.
 const SANDBOX: &str = "sandbox; default-src 'none'";
 
-fn wire(f: StoredFile) -> FileInfo {
+pub fn wire(f: StoredFile) -> FileInfo {
     FileInfo {
         id: f.id,
         channel_id: f.channel_id,

@@ -390,6 +390,7 @@ impl Session {
                     body,
                     client_msg_id,
                     thread_root,
+                    attachments,
                 },
                 Principal::User { id },
             ) => {
@@ -400,6 +401,7 @@ impl Session {
                     body,
                     client_msg_id,
                     thread_root,
+                    attachments,
                 };
                 match chat::publish(&self.state, &id, post, received_at).await {
                     Ok(appended) => {
