@@ -203,7 +203,7 @@ pub async fn publish(
         ));
     }
     // A message with attachments may have no text; any other needs some.
-    if !(body.is_empty() && !attachments.is_empty()) {
+    if !body.is_empty() || attachments.is_empty() {
         check_body(&body)?;
     }
     if client_msg_id.is_empty()
