@@ -354,3 +354,17 @@ async fn launch_returns_after_shutdown_even_with_open_connections() {
         "still listening"
     );
 }
+
+#[tokio::test]
+async fn malformed_path_parameters_are_400_in_the_api_format() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    for path in ["/api/v1/devices/%C3%28", "/api/v1/files/%FF"] {
+        let r = app.get_as(&alice.access, path).await;
+        assert_error(r, 400, "bad_request").await;
+    }
+    let r = app
+        .put_as(&alice.access, "/api/v1/channels/x/messages/y/reactions/%FF")
+        .await;
+    assert_error(r, 400, "bad_request").await;
+}
