@@ -21,9 +21,11 @@ use unhidra_store::{
     Actor, Appended, AuditEvent, Channel, ChannelEvent, Device, DeviceCredential, Member,
     Membership, Message, MessageEdit, NewAuditEvent, NewChannel, NewDevice, NewFile, NewMessage,
     NewSession, NewUser, NextRefreshToken, ReactionOutcome, Result, Revision, Role, RotateOutcome,
-    SearchQuery, SessionRef, Store, StoreError, StoredFile, User,
+    SearchQuery, SessionRef, Store, StoreError, StoredFile, TelemetryBucket, TelemetryPoint,
+    TelemetryQuery, User,
 };
 
+mod telemetry;
 mod timeline;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -1187,6 +1189,18 @@ impl Store for SqliteStore {
         .await
         .map_err(db)?;
         row.map(file_from_row).transpose()
+    }
+
+    async fn append_telemetry(&self, points: &[TelemetryPoint]) -> Result<u64> {
+        telemetry::append(&self.writer, points).await
+    }
+
+    async fn telemetry_buckets(&self, query: TelemetryQuery) -> Result<Vec<TelemetryBucket>> {
+        telemetry::buckets(&self.reader, query).await
+    }
+
+    async fn prune_telemetry(&self, before: OffsetDateTime, limit: u32) -> Result<u64> {
+        telemetry::prune(&self.writer, before, limit).await
     }
 }
 

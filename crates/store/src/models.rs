@@ -405,3 +405,35 @@ pub struct NewFile {
     pub content_type: String,
     pub created_at: OffsetDateTime,
 }
+
+/// One measurement of one metric of a device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryPoint {
+    pub device_id: String,
+    pub metric: String,
+    pub ts: OffsetDateTime,
+    pub value: f64,
+}
+
+/// Points of one metric of a device in `[from, to)`, summarised per `bucket_secs`.
+#[derive(Debug, Clone)]
+pub struct TelemetryQuery {
+    pub device_id: String,
+    pub metric: String,
+    pub from: OffsetDateTime,
+    pub to: OffsetDateTime,
+    /// At least 1.
+    pub bucket_secs: i64,
+}
+
+/// The points of one bucket: it starts at `start` and lasts the query's `bucket_secs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryBucket {
+    pub start: OffsetDateTime,
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub avg: f64,
+    /// The value of the bucket's newest point.
+    pub last: f64,
+}
