@@ -218,7 +218,7 @@ async fn api_responses_are_neither_cached_nor_sniffed() {
 }
 
 /// Every route the server answers, by method and path template.
-const ROUTES: [(&str, &str); 38] = [
+const ROUTES: [(&str, &str); 39] = [
     ("post", "/api/v1/auth/register"),
     ("post", "/api/v1/auth/login"),
     ("post", "/api/v1/auth/refresh"),
@@ -230,6 +230,7 @@ const ROUTES: [(&str, &str); 38] = [
     ("get", "/api/v1/devices/{id}"),
     ("delete", "/api/v1/devices/{id}"),
     ("get", "/api/v1/device"),
+    ("get", "/api/v1/devices/{id}/telemetry"),
     ("get", "/api/v1/admin/audit"),
     ("get", "/api/v1/admin/connections"),
     ("delete", "/api/v1/admin/connections/{id}"),
