@@ -239,7 +239,7 @@ def bob(server: Server) -> User:
 
 
 # Frames sent as things happen (no seq, never replayed); these tests follow the timeline.
-PASSING = {"presence", "typing", "receipt", "channel_added", "channel_removed"}
+PASSING = {"presence", "typing", "receipt", "channel_added", "channel_removed", "device_state"}
 
 
 async def recv_frame(ws: ClientConnection) -> dict[str, Any]:

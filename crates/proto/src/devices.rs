@@ -47,6 +47,26 @@ pub struct Device {
     #[serde(with = "time::serde::rfc3339::option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub revoked_at: Option<OffsetDateTime>,
+    pub state: DeviceState,
+}
+
+/// Whether a device is connected, and what it last reported in a heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeviceState {
+    pub online: bool,
+    /// When it was last connected (now, while online); absent if it never was.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub last_seen_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub firmware_version: Option<String>,
+    /// Bytes, from the last heartbeat.
+    #[serde(default)]
+    pub free_memory: Option<u64>,
+    /// From the last heartbeat of the current connection.
+    #[serde(default)]
+    pub uptime_secs: Option<u64>,
 }
 
 /// `GET /api/v1/devices`.

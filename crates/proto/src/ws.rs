@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::channels::{ChannelSummary, ChatMessage, PresenceStatus};
+use crate::devices::DeviceState;
 use crate::ErrorCode;
 
 /// The subprotocol every client offers, and the only one the server answers with.
@@ -210,6 +211,11 @@ pub enum ServerFrame {
     /// Not replayed: the connection's user is no longer a member of `channel`.
     ChannelRemoved {
         channel: String,
+    },
+    /// Not replayed: one of the user's devices connected, disconnected or sent a heartbeat.
+    DeviceState {
+        device: String,
+        state: DeviceState,
     },
     /// A frame was refused; `ref` names it (its `client_msg_id` or `channel`) when it can.
     Error {

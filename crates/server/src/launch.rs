@@ -244,6 +244,8 @@ pub async fn launch_with_clock(
         );
     }
     ingest_stop.cancel();
+    // What devices reported up to their last frame.
+    flush_device_states(&state).await;
     tasks.close();
     tasks.wait().await;
     sqlite.close().await;
@@ -263,6 +265,7 @@ async fn housekeeping(
     let mut sweep = tokio::time::interval(Duration::from_secs(60));
     let mut upkeep = tokio::time::interval(Duration::from_secs(5));
     let mut prune = tokio::time::interval(Duration::from_secs(600));
+    let mut devices = tokio::time::interval(Duration::from_secs(10));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -272,7 +275,19 @@ async fn housekeeping(
             }
             _ = upkeep.tick() => prometheus.run_upkeep(),
             _ = prune.tick() => prune_telemetry(&state, &shutdown).await,
+            _ = devices.tick() => flush_device_states(&state).await,
         }
+    }
+}
+
+/// Writes what devices reported since the last flush, in one transaction.
+async fn flush_device_states(state: &AppState) {
+    let seen = state.gateway.devices.take_dirty();
+    if seen.is_empty() {
+        return;
+    }
+    if let Err(err) = state.store.record_devices_seen(&seen).await {
+        tracing::warn!(error = %err, devices = seen.len(), "storing device states failed");
     }
 }
 

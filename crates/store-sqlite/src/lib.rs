@@ -18,11 +18,11 @@ use sqlx::sqlite::{
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use unhidra_store::{
-    Actor, Appended, AuditEvent, Channel, ChannelEvent, Device, DeviceCredential, Member,
-    Membership, Message, MessageEdit, NewAuditEvent, NewChannel, NewDevice, NewFile, NewMessage,
-    NewSession, NewUser, NextRefreshToken, ReactionOutcome, Result, Revision, Role, RotateOutcome,
-    SearchQuery, SessionRef, Store, StoreError, StoredFile, TelemetryBucket, TelemetryPoint,
-    TelemetryQuery, User,
+    Actor, Appended, AuditEvent, Channel, ChannelEvent, Device, DeviceCredential, DeviceSeen,
+    Member, Membership, Message, MessageEdit, NewAuditEvent, NewChannel, NewDevice, NewFile,
+    NewMessage, NewSession, NewUser, NextRefreshToken, ReactionOutcome, Result, Revision, Role,
+    RotateOutcome, SearchQuery, SessionRef, Store, StoreError, StoredFile, TelemetryBucket,
+    TelemetryPoint, TelemetryQuery, User,
 };
 
 mod telemetry;
@@ -146,12 +146,28 @@ type DeviceRow = (
     String,
     i64,
     Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
 );
 
-const DEVICE_COLUMNS: &str = "id, owner_id, name, kind, metadata, key_id, created_at, revoked_at";
+const DEVICE_COLUMNS: &str = "id, owner_id, name, kind, metadata, key_id, created_at, revoked_at, \
+     last_seen_at, firmware_version, free_memory";
 
 fn device_from_row(row: DeviceRow) -> Result<Device> {
-    let (id, owner_id, name, kind, metadata, key_id, created_at, revoked_at) = row;
+    let (
+        id,
+        owner_id,
+        name,
+        kind,
+        metadata,
+        key_id,
+        created_at,
+        revoked_at,
+        last_seen_at,
+        firmware_version,
+        free_memory,
+    ) = row;
     Ok(Device {
         metadata: serde_json::from_str(&metadata)
             .map_err(|e| StoreError::Corrupt(format!("device {id} metadata: {e}")))?,
@@ -162,6 +178,9 @@ fn device_from_row(row: DeviceRow) -> Result<Device> {
         key_id,
         created_at: from_ms(created_at)?,
         revoked_at: from_ms_opt(revoked_at)?,
+        last_seen_at: from_ms_opt(last_seen_at)?,
+        firmware_version,
+        free_memory: free_memory.and_then(|m| u64::try_from(m).ok()),
     })
 }
 
@@ -472,7 +491,33 @@ impl Store for SqliteStore {
             key_id: device.key_id,
             created_at: from_ms(ms(device.created_at))?,
             revoked_at: None,
+            last_seen_at: None,
+            firmware_version: None,
+            free_memory: None,
         })
+    }
+
+    async fn record_devices_seen(&self, seen: &[(String, DeviceSeen)]) -> Result<u64> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut updated = 0;
+        for (device_id, seen) in seen {
+            let done = sqlx::query(
+                "UPDATE devices SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?),
+                        firmware_version = COALESCE(?, firmware_version),
+                        free_memory = COALESCE(?, free_memory)
+                 WHERE id = ?",
+            )
+            .bind(ms(seen.at))
+            .bind(&seen.firmware_version)
+            .bind(seen.free_memory.and_then(|m| i64::try_from(m).ok()))
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            updated += done.rows_affected();
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(updated)
     }
 
     async fn devices_of(&self, owner_id: &str) -> Result<Vec<Device>> {

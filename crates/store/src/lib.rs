@@ -64,6 +64,9 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes the owner's device; `false` when the owner has no such device.
     /// Revoking an already revoked device succeeds and keeps the first revocation time.
     async fn revoke_device(&self, owner_id: &str, id: &str, now: OffsetDateTime) -> Result<bool>;
+    /// Records, in one transaction, that these devices were seen (and what they reported);
+    /// unknown device ids are skipped. Returns how many devices were updated.
+    async fn record_devices_seen(&self, seen: &[(String, DeviceSeen)]) -> Result<u64>;
     /// The credential for the key with this public id, for authenticating a device.
     async fn device_credential(&self, key_id: &str) -> Result<Option<DeviceCredential>>;
 

@@ -83,6 +83,20 @@ pub struct Device {
     pub key_id: String,
     pub created_at: OffsetDateTime,
     pub revoked_at: Option<OffsetDateTime>,
+    /// When the device was last connected (as of its last disconnect or heartbeat stored).
+    pub last_seen_at: Option<OffsetDateTime>,
+    /// From its heartbeats.
+    pub firmware_version: Option<String>,
+    pub free_memory: Option<u64>,
+}
+
+/// What a device said about itself, and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSeen {
+    pub at: OffsetDateTime,
+    /// `None` keeps the stored value.
+    pub firmware_version: Option<String>,
+    pub free_memory: Option<u64>,
 }
 
 #[derive(Debug, Clone)]

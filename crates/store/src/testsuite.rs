@@ -52,6 +52,7 @@ macro_rules! store_testsuite {
             telemetry_is_summarised_per_bucket,
             telemetry_for_unknown_devices_stores_nothing,
             old_telemetry_is_pruned_in_slices,
+            what_a_device_reports_is_kept,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1634,4 +1635,41 @@ pub async fn old_telemetry_is_pruned_in_slices(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(left[0].count, 3);
+}
+
+pub async fn what_a_device_reports_is_kept(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let d = store
+        .create_device(new_device(&alice, "sensor", "k1"))
+        .await
+        .unwrap();
+    assert_eq!((d.last_seen_at, d.firmware_version.clone()), (None, None));
+    let seen = |secs: i64, fw: Option<&str>, mem: Option<u64>| DeviceSeen {
+        at: t0() + Duration::seconds(secs),
+        firmware_version: fw.map(str::to_owned),
+        free_memory: mem,
+    };
+    let first = [
+        (d.id.clone(), seen(10, Some("1.2.0"), Some(40_000))),
+        ("nope".to_owned(), seen(10, None, None)),
+    ];
+    assert_eq!(store.record_devices_seen(&first).await.unwrap(), 1);
+    // Nothing reported keeps what was; an older time never moves it back.
+    store
+        .record_devices_seen(&[(d.id.clone(), seen(5, None, None))])
+        .await
+        .unwrap();
+    let now = store.device_by_id(&d.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            now.last_seen_at,
+            now.firmware_version.as_deref(),
+            now.free_memory
+        ),
+        (
+            Some(t0() + Duration::seconds(10)),
+            Some("1.2.0"),
+            Some(40_000)
+        )
+    );
 }

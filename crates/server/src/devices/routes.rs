@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
-use unhidra_proto::devices::{CreateDeviceRequest, CreatedDevice, Device, DeviceList};
+use unhidra_proto::devices::{CreateDeviceRequest, CreatedDevice, Device, DeviceList, DeviceState};
 use unhidra_proto::{ErrorBody, ErrorCode};
 use unhidra_store::NewDevice;
 use unhidra_tokens::opaque::DeviceKey;
@@ -13,6 +13,7 @@ use unhidra_tokens::opaque::DeviceKey;
 use unhidra_proto::ws::close;
 
 use crate::audit::{kind, Event};
+use crate::devices::live::LiveDevices;
 use crate::gateway::registry::Kick;
 use crate::http::extract::{ApiJson, ApiPath, AuthDevice, AuthUser, ClientIp};
 use crate::http::ApiError;
@@ -21,8 +22,18 @@ use crate::state::SharedState;
 
 const MAX_METADATA_BYTES: usize = 4096;
 
-fn to_wire(d: unhidra_store::Device) -> Device {
+/// The device as its owner sees it: what is stored, with the live state where it is
+/// connected (or has been since the last write of its state).
+fn to_wire(live: &LiveDevices, d: unhidra_store::Device) -> Device {
+    let state = live.state(&d.id).unwrap_or(DeviceState {
+        online: false,
+        last_seen_at: d.last_seen_at,
+        firmware_version: d.firmware_version.clone(),
+        free_memory: d.free_memory,
+        uptime_secs: None,
+    });
     Device {
+        state,
         device_id: d.id,
         owner_id: d.owner_id,
         name: d.name,
@@ -148,7 +159,10 @@ pub async fn list(
 ) -> Result<Json<DeviceList>, ApiError> {
     let devices = state.store.devices_of(&auth.user_id).await?;
     Ok(Json(DeviceList {
-        devices: devices.into_iter().map(to_wire).collect(),
+        devices: devices
+            .into_iter()
+            .map(|d| to_wire(&state.gateway.devices, d))
+            .collect(),
     }))
 }
 
@@ -169,7 +183,9 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Device>, ApiError> {
     match state.store.device_by_id(&id).await? {
-        Some(device) if device.owner_id == auth.user_id => Ok(Json(to_wire(device))),
+        Some(device) if device.owner_id == auth.user_id => {
+            Ok(Json(to_wire(&state.gateway.devices, device)))
+        }
         _ => Err(ApiError::not_found("no such device")),
     }
 }
@@ -237,5 +253,5 @@ pub async fn whoami(
         .device_by_id(&device.device_id)
         .await?
         .ok_or_else(|| ApiError::unauthorized("invalid or revoked device key"))?;
-    Ok(Json(to_wire(found)))
+    Ok(Json(to_wire(&state.gateway.devices, found)))
 }

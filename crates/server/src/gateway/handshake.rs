@@ -104,23 +104,36 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// Who the credential names: a user (with the login session of the token) or a device (with
+/// its owner).
+struct Authenticated {
+    principal: Principal,
+    session_id: Option<String>,
+    device_owner: Option<String>,
+}
+
 async fn authenticate(
     state: &AppState,
     credential: Credential<'_>,
-) -> Result<(Principal, Option<String>), ApiError> {
+) -> Result<Authenticated, ApiError> {
     match credential {
         Credential::Bearer(token) => match check_access_token(state, token).await? {
-            TokenCheck::Valid(claims) => Ok((Principal::User { id: claims.sub }, Some(claims.sid))),
+            TokenCheck::Valid(claims) => Ok(Authenticated {
+                principal: Principal::User { id: claims.sub },
+                session_id: Some(claims.sid),
+                device_owner: None,
+            }),
             TokenCheck::Refused { reason, error } => Err(refuse(reason, error)),
         },
         Credential::Device(key) => {
             match crate::devices::authenticate(&*state.store, &state.device_keys, key).await {
-                Ok(device) => Ok((
-                    Principal::Device {
+                Ok(device) => Ok(Authenticated {
+                    principal: Principal::Device {
                         id: device.device_id,
                     },
-                    None,
-                )),
+                    session_id: None,
+                    device_owner: Some(device.owner_id),
+                }),
                 Err(crate::devices::DeviceAuthError::Store(err)) => Err(err.into()),
                 Err(err) => Err(refuse(
                     err.reason(),
@@ -152,7 +165,11 @@ pub async fn upgrade(
     state.limits.check(Limit::WsConnect, ip)?;
     check_origin(&state, &headers)?;
     let credential = credential(&headers)?;
-    let (principal, session_id) = authenticate(&state, credential).await?;
+    let Authenticated {
+        principal,
+        session_id,
+        device_owner,
+    } = authenticate(&state, credential).await?;
     if let Principal::User { id } = &principal {
         state.limits.check_ws_user(id)?;
     }
@@ -172,6 +189,7 @@ pub async fn upgrade(
     let start = SessionStart {
         principal,
         session_id,
+        device_owner,
         ip,
         user_agent,
     };

@@ -27,6 +27,8 @@ pub struct Gateway {
     pub registry: Registry,
     pub hub: Arc<dyn Hub>,
     pub presence: Presence,
+    /// Connected devices and what they last reported.
+    pub devices: crate::devices::live::LiveDevices,
     /// Every session task, so shutdown can wait for them.
     pub sessions: TaskTracker,
     /// Cancelled when the server shuts down; every session closes with 1001.
@@ -39,6 +41,7 @@ impl Gateway {
             registry: Registry::default(),
             hub,
             presence: Presence::default(),
+            devices: Default::default(),
             sessions: TaskTracker::new(),
             shutdown,
         }

@@ -44,6 +44,8 @@ const REPLAY_PAGE: u32 = 500;
 pub struct SessionStart {
     pub principal: Principal,
     pub session_id: Option<String>,
+    /// For devices: the owner, who is told of the device's state.
+    pub device_owner: Option<String>,
     pub ip: IpAddr,
     pub user_agent: Option<String>,
 }
@@ -194,6 +196,15 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
             spawn_presence_announcement(&state, user_id);
         }
     }
+    let device = match (&session.principal, start.device_owner) {
+        (Principal::Device { id }, Some(owner)) => Some((id.clone(), owner)),
+        _ => None,
+    };
+    if let Some((device_id, owner)) = &device {
+        let now = state.clock.now();
+        let device_state = state.gateway.devices.connect(device_id, owner, now);
+        announce_device_state(&state, owner, device_id, device_state);
+    }
     let mut stream = stream;
     let end = session.serve(&mut stream, registration.controls).await;
     // Gone from the registry as soon as the session decides to end, not after the closing
@@ -207,6 +218,15 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
             .is_some()
         {
             spawn_presence_announcement(&state, user_id);
+        }
+    }
+    if let Some((device_id, owner)) = &device {
+        if let Some(device_state) = state
+            .gateway
+            .devices
+            .disconnect(device_id, state.clock.now())
+        {
+            announce_device_state(&state, owner, device_id, device_state);
         }
     }
     if let End::Close(code, reason) = end {
@@ -225,6 +245,20 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
     }
     metrics::gauge!(crate::metrics::GATEWAY_CONNECTIONS_ACTIVE).decrement(1.0);
     tracing::debug!(connection = %connection.id, "websocket closed");
+}
+
+/// Tells the owner's connections about their device.
+fn announce_device_state(
+    state: &SharedState,
+    owner: &str,
+    device_id: &str,
+    device_state: unhidra_proto::devices::DeviceState,
+) {
+    let frame = ServerFrame::DeviceState {
+        device: device_id.to_owned(),
+        state: device_state,
+    };
+    publish_passing(state, &user_topic(owner), &frame);
 }
 
 /// Announces the user's presence without holding up the session.
@@ -424,7 +458,28 @@ impl Session {
             (ClientFrame::Telemetry { metrics, ts }, Principal::Device { id }) => {
                 self.telemetry(&id, metrics, ts).await
             }
-            (ClientFrame::Heartbeat { .. }, Principal::Device { .. }) => Ok(()),
+            (
+                ClientFrame::Heartbeat {
+                    firmware_version,
+                    free_memory,
+                    uptime_secs,
+                },
+                Principal::Device { id },
+            ) => {
+                let beat = crate::devices::live::Heartbeat {
+                    firmware_version: firmware_version.map(|v| v.chars().take(64).collect()),
+                    free_memory,
+                    uptime_secs,
+                };
+                let devices = &self.state.gateway.devices;
+                if let (Some(device_state), Some(owner)) = (
+                    devices.heartbeat(&id, beat, self.state.clock.now()),
+                    devices.owner(&id),
+                ) {
+                    announce_device_state(&self.state, &owner, &id, device_state);
+                }
+                Ok(())
+            }
             (ClientFrame::Typing { channel }, Principal::User { id }) => {
                 self.typing(&id, channel).await
             }

@@ -162,3 +162,65 @@ async fn bad_telemetry_is_refused_with_a_reason_and_stores_nothing() {
     .await;
     assert_eq!(series["buckets"][0]["last"], 7.5);
 }
+
+#[tokio::test]
+async fn owners_see_their_devices_come_and_go_with_what_they_report() {
+    use crate::ws::{next_of, user_ws};
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let (device_id, key) = app.device(&alice, "sensor").await;
+    let mut owner = user_ws(&app, &alice).await;
+    let mut stranger = user_ws(&app, &bob).await;
+
+    let device = body(
+        app.get_as(&alice.access, &format!("/api/v1/devices/{device_id}"))
+            .await,
+    )
+    .await;
+    assert_eq!(device["state"]["online"], false);
+    assert_eq!(device["state"]["last_seen_at"], Value::Null);
+
+    let (mut ws, _) = connect(&app, &format!("device.{key}")).await;
+    let online = next_of(&mut owner, "device_state").await;
+    assert_eq!(online["device"], device_id.as_str());
+    assert_eq!(online["state"]["online"], true);
+
+    send(
+        &mut ws,
+        json!({"type": "heartbeat", "firmware_version": "1.4.2", "free_memory": 81234, "uptime_secs": 42}),
+    )
+    .await;
+    let beat = next_of(&mut owner, "device_state").await;
+    assert_eq!(
+        (
+            beat["state"]["firmware_version"].as_str(),
+            beat["state"]["free_memory"].as_u64(),
+            beat["state"]["uptime_secs"].as_u64()
+        ),
+        (Some("1.4.2"), Some(81234), Some(42))
+    );
+    let device = body(
+        app.get_as(&alice.access, &format!("/api/v1/devices/{device_id}"))
+            .await,
+    )
+    .await;
+    assert_eq!(device["state"]["online"], true);
+    assert_eq!(device["state"]["firmware_version"], "1.4.2");
+
+    drop(ws);
+    let offline = next_of(&mut owner, "device_state").await;
+    assert_eq!(offline["state"]["online"], false);
+    assert_eq!(offline["state"]["firmware_version"], "1.4.2");
+    assert!(offline["state"]["last_seen_at"].is_string());
+
+    // Nobody else hears of it.
+    send(&mut stranger, json!({"type": "ping"})).await;
+    loop {
+        let f = crate::ws::next_any(&mut stranger).await;
+        assert_ne!(f["type"], "device_state", "{f}");
+        if f["type"] == "pong" {
+            break;
+        }
+    }
+}

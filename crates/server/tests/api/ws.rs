@@ -68,12 +68,13 @@ pub(crate) async fn user_ws(app: &TestApp, user: &User) -> Ws {
 }
 
 /// Frames with no place in a channel's timeline, sent as things happen.
-pub(crate) const PASSING: [&str; 5] = [
+pub(crate) const PASSING: [&str; 6] = [
     "presence",
     "typing",
     "receipt",
     "channel_added",
     "channel_removed",
+    "device_state",
 ];
 
 /// The next JSON frame, skipping pings and passing frames (see [`next_any`]).

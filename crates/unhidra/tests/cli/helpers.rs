@@ -758,12 +758,13 @@ pub async fn ws_next(
 /// Whether a text frame is one of the frames sent as things happen (presence, typing…),
 /// which these tests do not follow.
 fn is_passing(text: &str) -> bool {
-    const PASSING: [&str; 5] = [
+    const PASSING: [&str; 6] = [
         "presence",
         "typing",
         "receipt",
         "channel_added",
         "channel_removed",
+        "device_state",
     ];
     serde_json::from_str::<Value>(text)
         .is_ok_and(|f| PASSING.contains(&f["type"].as_str().unwrap_or_default()))
