@@ -18,13 +18,14 @@ use sqlx::sqlite::{
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use unhidra_store::{
-    Actor, Appended, AuditEvent, Channel, ChannelEvent, Device, DeviceCredential, DeviceSeen,
-    Member, Membership, Message, MessageEdit, NewAuditEvent, NewChannel, NewDevice, NewFile,
-    NewMessage, NewSession, NewUser, NextRefreshToken, ReactionOutcome, Result, Revision, Role,
-    RotateOutcome, SearchQuery, SessionRef, Store, StoreError, StoredFile, TelemetryBucket,
-    TelemetryPoint, TelemetryQuery, User,
+    Actor, Appended, AuditEvent, Channel, ChannelEvent, Command, Device, DeviceCredential,
+    DeviceSeen, Member, Membership, Message, MessageEdit, NewAuditEvent, NewChannel, NewCommand,
+    NewDevice, NewFile, NewMessage, NewSession, NewUser, NextRefreshToken, ReactionOutcome, Result,
+    Revision, Role, RotateOutcome, SearchQuery, SessionRef, Store, StoreError, StoredFile,
+    TelemetryBucket, TelemetryPoint, TelemetryQuery, User,
 };
 
+mod commands;
 mod telemetry;
 mod timeline;
 
@@ -1246,6 +1247,38 @@ impl Store for SqliteStore {
 
     async fn prune_telemetry(&self, before: OffsetDateTime, limit: u32) -> Result<u64> {
         telemetry::prune(&self.writer, before, limit).await
+    }
+
+    async fn create_command(&self, command: NewCommand) -> Result<Command> {
+        commands::create(&self.writer, command).await
+    }
+
+    async fn command_by_id(&self, id: &str) -> Result<Option<Command>> {
+        commands::by_id(&self.reader, id).await
+    }
+
+    async fn pending_commands(
+        &self,
+        device_id: &str,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Command>> {
+        commands::pending(&self.reader, device_id, now, limit).await
+    }
+
+    async fn mark_command_delivered(&self, id: &str, at: OffsetDateTime) -> Result<()> {
+        commands::delivered(&self.writer, id, at).await
+    }
+
+    async fn complete_command(
+        &self,
+        device_id: &str,
+        id: &str,
+        ok: bool,
+        output: serde_json::Value,
+        at: OffsetDateTime,
+    ) -> Result<Option<Command>> {
+        commands::complete(&self.writer, device_id, id, ok, output, at).await
     }
 }
 

@@ -202,4 +202,29 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes points older than `before`, at most `limit` of them (pruning runs in slices so
     /// that writers are not held up); returns how many were deleted.
     async fn prune_telemetry(&self, before: OffsetDateTime, limit: u32) -> Result<u64>;
+
+    // ---- device commands ----
+    /// Stores a command for a device (which must exist: `Invalid` otherwise).
+    async fn create_command(&self, command: NewCommand) -> Result<Command>;
+    async fn command_by_id(&self, id: &str) -> Result<Option<Command>>;
+    /// The device's unanswered commands that have not expired at `now`, oldest first.
+    async fn pending_commands(
+        &self,
+        device_id: &str,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Command>>;
+    /// Notes the first delivery of a command.
+    async fn mark_command_delivered(&self, id: &str, at: OffsetDateTime) -> Result<()>;
+    /// Stores the device's answer to its command; returns the command if this answer
+    /// completed it, `None` if the device has no such unanswered command (an unknown id, or
+    /// an answer repeated).
+    async fn complete_command(
+        &self,
+        device_id: &str,
+        id: &str,
+        ok: bool,
+        output: serde_json::Value,
+        at: OffsetDateTime,
+    ) -> Result<Option<Command>>;
 }

@@ -451,3 +451,35 @@ pub struct TelemetryBucket {
     /// The value of the bucket's newest point.
     pub last: f64,
 }
+
+/// A command for a device, as sent.
+#[derive(Debug, Clone)]
+pub struct NewCommand {
+    pub id: String,
+    pub device_id: String,
+    /// Who sent it; the result goes to them.
+    pub sender_id: String,
+    pub name: String,
+    pub args: serde_json::Value,
+    pub created_at: OffsetDateTime,
+    /// Not delivered after this.
+    pub expires_at: OffsetDateTime,
+}
+
+/// A stored command and what became of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub id: String,
+    pub device_id: String,
+    pub sender_id: String,
+    pub name: String,
+    pub args: serde_json::Value,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    /// First handed to the device.
+    pub delivered_at: Option<OffsetDateTime>,
+    /// Answered by the device, with `ok` and `output`.
+    pub completed_at: Option<OffsetDateTime>,
+    pub ok: Option<bool>,
+    pub output: Option<serde_json::Value>,
+}

@@ -53,6 +53,7 @@ macro_rules! store_testsuite {
             telemetry_for_unknown_devices_stores_nothing,
             old_telemetry_is_pruned_in_slices,
             what_a_device_reports_is_kept,
+            commands_are_pending_in_order_until_answered_or_expired,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1671,5 +1672,107 @@ pub async fn what_a_device_reports_is_kept(store: &dyn Store) {
             Some("1.2.0"),
             Some(40_000)
         )
+    );
+}
+
+pub async fn commands_are_pending_in_order_until_answered_or_expired(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let d = store
+        .create_device(new_device(&alice, "sensor", "k1"))
+        .await
+        .unwrap();
+    let other = store
+        .create_device(new_device(&alice, "other", "k2"))
+        .await
+        .unwrap();
+    let command = |name: &str, ttl: i64| NewCommand {
+        id: id(),
+        device_id: d.id.clone(),
+        sender_id: alice.id.clone(),
+        name: name.into(),
+        args: serde_json::json!({"level": 3}),
+        created_at: t0(),
+        expires_at: t0() + Duration::seconds(ttl),
+    };
+    let first = store.create_command(command("reboot", 3600)).await.unwrap();
+    let short = store.create_command(command("blink", 10)).await.unwrap();
+    let third = store.create_command(command("read", 3600)).await.unwrap();
+    let ghost = NewCommand {
+        device_id: "ghost".into(),
+        ..command("x", 10)
+    };
+    assert!(matches!(
+        store.create_command(ghost).await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    let names = |cs: Vec<Command>| cs.into_iter().map(|c| c.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.pending_commands(&d.id, t0(), 10).await.unwrap()),
+        ["reboot", "blink", "read"]
+    );
+    // Expired commands are not pending.
+    let later = t0() + Duration::seconds(60);
+    assert_eq!(
+        names(store.pending_commands(&d.id, later, 10).await.unwrap()),
+        ["reboot", "read"]
+    );
+    store
+        .mark_command_delivered(&first.id, later)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .command_by_id(&first.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .delivered_at,
+        Some(later)
+    );
+
+    // An answer completes a command once, and only from its own device.
+    let out = serde_json::json!({"uptime": 5});
+    assert_eq!(
+        store
+            .complete_command(&other.id, &first.id, true, out.clone(), later)
+            .await
+            .unwrap(),
+        None
+    );
+    let done = store
+        .complete_command(&d.id, &first.id, true, out.clone(), later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (done.ok, done.output.clone(), done.completed_at),
+        (Some(true), Some(out.clone()), Some(later))
+    );
+    assert_eq!(done.sender_id, alice.id);
+    assert_eq!(
+        store
+            .complete_command(&d.id, &first.id, false, out, later)
+            .await
+            .unwrap(),
+        None,
+        "a repeated answer changes nothing"
+    );
+    assert_eq!(
+        names(store.pending_commands(&d.id, later, 10).await.unwrap()),
+        ["read"]
+    );
+    assert_eq!(
+        store
+            .command_by_id(&short.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .completed_at,
+        None
+    );
+    assert_eq!(
+        store.pending_commands(&d.id, later, 10).await.unwrap()[0].id,
+        third.id
     );
 }
