@@ -12,6 +12,7 @@
 //   "members"   {channelId}: a channel's member list or someone's read position
 //   "people"    names or presence became known or changed
 //   "typing"    {channelId}
+//   "reset"     signed out: forget everything, drafts included
 
 /** How long a `typing` frame keeps "… is typing" on screen. */
 export const TYPING_SHOWN_MS = 5_000;
@@ -41,6 +42,7 @@ export class Store extends EventTarget {
     this.presence.clear();
     this.typing.clear();
     this.asked.clear();
+    this.#emit("reset");
     this.#emit("channels");
   }
 

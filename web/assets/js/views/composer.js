@@ -97,12 +97,27 @@ export function setupComposer({ store, api, socket, form, input, fileInput, file
     socket.publish(channelId, body, clientMsgId, { threadRoot, attachments: attachments.map((f) => f.id) });
   }
 
+  const drafts = new Map(); // channel or thread → unsent text
+  let draftKey = null;
+  store.addEventListener("reset", () => {
+    drafts.clear();
+    draftKey = null;
+    files = [];
+    renderFiles();
+    input.value = "";
+  });
+
   return {
-    /** Clears what was being written for another channel or thread. */
-    reset() {
+    /** Switches to another channel or thread: its own unsent text comes back; files do not. */
+    switchTo(key) {
+      if (draftKey !== null) {
+        if (input.value) drafts.set(draftKey, input.value);
+        else drafts.delete(draftKey);
+      }
+      draftKey = key;
       files = [];
       renderFiles();
-      input.value = "";
+      input.value = drafts.get(key) ?? "";
       input.style.height = "auto";
       error.textContent = "";
     },

@@ -131,7 +131,7 @@ export function setupMessages({ store, api, socket, items, onRead }) {
     list.replaceChildren();
     announcer.replaceChildren();
     seenBy.textContent = "";
-    composer.reset();
+    composer.switchTo(channelId);
     renderHeader();
     renderTyping();
     composerForm.hidden = !channel;

@@ -65,7 +65,7 @@ export function setupThread({ store, api, socket, items }) {
     if (changing) {
       rendered = new Map();
       list.replaceChildren();
-      composer.reset();
+      composer.switchTo(root.id);
     }
     composer.setDisabled(Boolean(store.channels.get(root.channel)?.archived));
     status.textContent = "Loading…";
