@@ -238,12 +238,19 @@ def bob(server: Server) -> User:
     return server.user("bob")
 
 
+# Frames sent as things happen (no seq, never replayed); these tests follow the timeline.
+PASSING = {"presence", "typing", "receipt", "channel_added", "channel_removed"}
+
+
 async def recv_frame(ws: ClientConnection) -> dict[str, Any]:
-    raw = await asyncio.wait_for(ws.recv(), FRAME_TIMEOUT)
-    assert isinstance(raw, str), f"expected a JSON text frame, got {raw!r}"
-    frame = json.loads(raw)
-    assert isinstance(frame, dict) and "type" in frame, frame
-    return frame
+    """The next frame, skipping passing frames such as presence."""
+    while True:
+        raw = await asyncio.wait_for(ws.recv(), FRAME_TIMEOUT)
+        assert isinstance(raw, str), f"expected a JSON text frame, got {raw!r}"
+        frame = json.loads(raw)
+        assert isinstance(frame, dict) and "type" in frame, frame
+        if frame["type"] not in PASSING:
+            return frame
 
 
 async def expect(ws: ClientConnection, frame_type: str) -> dict[str, Any]:
@@ -291,58 +298,63 @@ def test_publish_reaches_a_subscriber_retries_are_acked_once_and_since_replays(
             await welcomed(a, alice)
             await welcomed(b, bob)
             subscribed = await subscribe(b, channel)
-            assert subscribed["seq"] == 0, subscribed
+            # Bob's joining is the channel's first event: seq 1.
+            assert subscribed["seq"] == 1, subscribed
 
             await publish(a, channel, "hello from python", "py-1")
             ack = await expect(a, "ack")
-            assert ack["client_msg_id"] == "py-1" and ack["seq"] == 1, ack
+            assert ack["client_msg_id"] == "py-1" and ack["seq"] == 2, ack
             assert ack["id"] and ack["ts"], ack
             message = await expect(b, "message")
             assert message == {
                 "type": "message",
                 "channel": channel,
                 "id": ack["id"],
-                "seq": 1,
+                "seq": 2,
                 "sender": alice.id,
                 "body": "hello from python",
                 "client_msg_id": "py-1",
                 "ts": ack["ts"],
+                "reply_count": 0,
+                "last_reply_at": None,
             }
 
             # A retry of the same publish is the same stored message, not a new one.
             await publish(a, channel, "hello from python", "py-1")
             retry = await expect(a, "ack")
             assert retry["client_msg_id"] == "py-1", retry
-            assert (retry["id"], retry["seq"]) == (ack["id"], 1), retry
+            assert (retry["id"], retry["seq"]) == (ack["id"], 2), retry
 
-            # So the next publish takes seq 2, and it is the next thing the subscriber sees.
+            # So the next publish takes seq 3, and it is the next thing the subscriber sees.
             await publish(a, channel, "second", "py-2")
             second = await expect(a, "ack")
-            assert (second["client_msg_id"], second["seq"]) == ("py-2", 2), second
+            assert (second["client_msg_id"], second["seq"]) == ("py-2", 3), second
             message = await expect(b, "message")
-            assert (message["seq"], message["body"]) == (2, "second"), message
+            assert (message["seq"], message["body"]) == (3, "second"), message
             assert message["id"] == second["id"], message
 
-        # A new connection catches up with `since`: every stored message after it, in order,
-        # then `subscribed` at the last one.
+        # A new connection catches up with `since`: the channel's timeline after it (bob's
+        # joining, then the messages), in order, then `subscribed` at the last seq.
         async with server.connect(bob.token) as b2:
             await welcomed(b2, bob)
             await send(b2, {"type": "subscribe", "channel": channel, "since": 0})
+            joined = await expect(b2, "member_joined")
+            assert (joined["seq"], joined["user"], joined["by"]) == (1, bob.id, alice.id), joined
             replayed = [await expect(b2, "message"), await expect(b2, "message")]
             assert [(m["seq"], m["body"], m["sender"]) for m in replayed] == [
-                (1, "hello from python", alice.id),
-                (2, "second", alice.id),
+                (2, "hello from python", alice.id),
+                (3, "second", alice.id),
             ]
             subscribed = await expect(b2, "subscribed")
-            assert (subscribed["channel"], subscribed["seq"]) == (channel, 2), subscribed
+            assert (subscribed["channel"], subscribed["seq"]) == (channel, 3), subscribed
 
             await send(b2, {"type": "unsubscribe", "channel": channel})
             await expect(b2, "unsubscribed")
-            await send(b2, {"type": "subscribe", "channel": channel, "since": 1})
+            await send(b2, {"type": "subscribe", "channel": channel, "since": 2})
             message = await expect(b2, "message")
-            assert (message["seq"], message["body"]) == (2, "second"), message
+            assert (message["seq"], message["body"]) == (3, "second"), message
             subscribed = await expect(b2, "subscribed")
-            assert subscribed["seq"] == 2, subscribed
+            assert subscribed["seq"] == 3, subscribed
 
             await send(b2, {"type": "ping"})
             assert await expect(b2, "pong") == {"type": "pong"}

@@ -120,6 +120,9 @@ pub struct ChatMessage {
     /// Reactions by emoji, in the order each emoji was first used (absent: none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reactions: Vec<ReactionInfo>,
+    /// Attached files (absent: none); download them from `/api/v1/files/{id}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::files::FileInfo>,
 }
 
 /// One emoji on a message and who reacted with it.

@@ -55,3 +55,34 @@ pub struct Device {
 pub struct DeviceList {
     pub devices: Vec<Device>,
 }
+
+/// One bucket of `GET /api/v1/devices/{id}/telemetry`: the points in
+/// `[start, start + bucket)`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TelemetryBucket {
+    /// Unix seconds.
+    pub start: i64,
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub avg: f64,
+    /// The newest point's value.
+    pub last: f64,
+}
+
+/// `GET /api/v1/devices/{id}/telemetry`: one metric summarised per bucket, oldest first;
+/// buckets without points are left out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TelemetrySeries {
+    pub device_id: String,
+    pub metric: String,
+    /// Unix seconds, inclusive.
+    pub from: i64,
+    /// Unix seconds, exclusive.
+    pub to: i64,
+    /// Bucket width in seconds.
+    pub bucket: i64,
+    pub buckets: Vec<TelemetryBucket>,
+}

@@ -54,6 +54,10 @@ pub enum ClientFrame {
         /// Posts the message as a reply in the thread of this message id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         thread_root: Option<String>,
+        /// Ids of files the sender uploaded to this channel (up to 10); with attachments the
+        /// body may be empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<String>,
     },
     Ping {},
     /// The user is typing in a subscribed channel; others there get a `typing` frame. Send

@@ -39,6 +39,7 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     pub gateway: GatewayConfig,
     pub files: FilesConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for Config {
@@ -56,6 +57,7 @@ impl Default for Config {
             rate_limits: RateLimitConfig::default(),
             gateway: GatewayConfig::default(),
             files: FilesConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -173,6 +175,20 @@ impl Default for FilesConfig {
         Self {
             max_upload_bytes: 25 * 1024 * 1024,
         }
+    }
+}
+
+/// Device telemetry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Points older than this many days are deleted in the background; 0 keeps them forever.
+    pub retention_days: u32,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { retention_days: 30 }
     }
 }
 

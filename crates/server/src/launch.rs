@@ -27,6 +27,7 @@ use crate::audit::Audit;
 use crate::auth::password::{PasswordError, Passwords};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
+use crate::devices::ingest::TelemetryIngest;
 use crate::files::blobs::BlobStore;
 use crate::gateway::hub::LocalHub;
 use crate::gateway::Gateway;
@@ -157,7 +158,13 @@ pub async fn launch_with_clock(
     let hub = Arc::new(LocalHub::new(config.gateway.channel_buffer));
     let grace = Duration::from_millis(config.gateway.shutdown_grace_ms);
 
+    // Stopped after the sessions, so what they accept while draining is still stored.
+    let ingest_stop = CancellationToken::new();
+    let (telemetry, telemetry_writer) =
+        TelemetryIngest::new(Arc::clone(&store), ingest_stop.clone());
+
     let state = Arc::new(AppState {
+        telemetry,
         limits: RateLimits::new(&config.rate_limits),
         audit: Audit::new(Arc::clone(&store), Arc::clone(&clock)),
         gateway: Gateway::new(hub.clone(), shutdown.clone()),
@@ -171,6 +178,7 @@ pub async fn launch_with_clock(
     });
 
     let tasks = TaskTracker::new();
+    tasks.spawn(telemetry_writer);
     tasks.spawn(housekeeping(
         Arc::clone(&state),
         hub,
@@ -235,6 +243,7 @@ pub async fn launch_with_clock(
             "sessions still open after the shutdown grace period"
         );
     }
+    ingest_stop.cancel();
     tasks.close();
     tasks.wait().await;
     sqlite.close().await;
@@ -253,6 +262,7 @@ async fn housekeeping(
 ) {
     let mut sweep = tokio::time::interval(Duration::from_secs(60));
     let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+    let mut prune = tokio::time::interval(Duration::from_secs(600));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -261,6 +271,33 @@ async fn housekeeping(
                 hub.sweep();
             }
             _ = upkeep.tick() => prometheus.run_upkeep(),
+            _ = prune.tick() => prune_telemetry(&state, &shutdown).await,
+        }
+    }
+}
+
+/// Deletes telemetry older than the retention, a slice at a time so that writers (message
+/// appends, telemetry) get the store in between.
+async fn prune_telemetry(state: &AppState, shutdown: &CancellationToken) {
+    const SLICE: u32 = 10_000;
+    let days = state.config.telemetry.retention_days;
+    if days == 0 {
+        return;
+    }
+    let before = state.clock.now() - time::Duration::days(i64::from(days));
+    while !shutdown.is_cancelled() {
+        match state.store.prune_telemetry(before, SLICE).await {
+            Ok(deleted) => {
+                metrics::counter!(crate::metrics::TELEMETRY_POINTS_PRUNED).increment(deleted);
+                if deleted < u64::from(SLICE) {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "pruning old telemetry failed");
+                return;
+            }
         }
     }
 }

@@ -25,6 +25,10 @@ pub const GATEWAY_MESSAGE_LATENCY: &str = "gateway_message_latency_seconds";
 pub const GATEWAY_RATE_LIMIT_HITS: &str = "gateway_rate_limit_hits_total";
 pub const GATEWAY_AUTH_FAILURES: &str = "gateway_auth_failures_total";
 pub const GATEWAY_TELEMETRY_POINTS: &str = "gateway_telemetry_points_total";
+/// Telemetry points committed to the store.
+pub const TELEMETRY_POINTS_STORED: &str = "telemetry_points_stored_total";
+/// Telemetry points deleted for being older than the retention.
+pub const TELEMETRY_POINTS_PRUNED: &str = "telemetry_points_pruned_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -8,13 +8,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 
-use axum::extract::Path;
 use unhidra_proto::admin::{AuditEntry, AuditPage, ConnectionInfo, ConnectionList};
 use unhidra_proto::ws::{close, Principal};
 use unhidra_proto::ErrorBody;
 use utoipa::IntoParams;
 
-use crate::http::extract::AdminUser;
+use crate::http::extract::{AdminUser, ApiPath};
 use crate::http::ApiError;
 use crate::state::SharedState;
 
@@ -148,7 +147,7 @@ pub async fn connections(
 pub async fn close_connection(
     State(state): State<SharedState>,
     AdminUser(admin): AdminUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let kick = crate::gateway::registry::Kick {
         code: close::POLICY_VIOLATION,

@@ -10,6 +10,7 @@ use crate::audit::Audit;
 use crate::auth::password::Passwords;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::devices::ingest::TelemetryIngest;
 use crate::files::blobs::BlobStore;
 use crate::gateway::Gateway;
 use crate::rate_limit::RateLimits;
@@ -27,4 +28,5 @@ pub struct AppState {
     pub audit: Audit,
     pub gateway: Gateway,
     pub files: BlobStore,
+    pub telemetry: TelemetryIngest,
 }

@@ -21,9 +21,11 @@ use unhidra_store::{
     Actor, Appended, AuditEvent, Channel, ChannelEvent, Device, DeviceCredential, Member,
     Membership, Message, MessageEdit, NewAuditEvent, NewChannel, NewDevice, NewFile, NewMessage,
     NewSession, NewUser, NextRefreshToken, ReactionOutcome, Result, Revision, Role, RotateOutcome,
-    SearchQuery, SessionRef, Store, StoreError, StoredFile, User,
+    SearchQuery, SessionRef, Store, StoreError, StoredFile, TelemetryBucket, TelemetryPoint,
+    TelemetryQuery, User,
 };
 
+mod telemetry;
 mod timeline;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -224,7 +226,7 @@ fn message_columns_of_m() -> String {
         .join(", ")
 }
 
-/// A message without its reactions (see [`timeline::with_reactions`]).
+/// A message without its reactions and attachments (see [`timeline::with_reactions`]).
 fn message_from_row(row: MessageRow) -> Result<Message> {
     let (
         id,
@@ -254,6 +256,7 @@ fn message_from_row(row: MessageRow) -> Result<Message> {
         edited_at: from_ms_opt(edited)?,
         deleted_at: from_ms_opt(deleted)?,
         reactions: Vec::new(),
+        attachments: Vec::new(),
     })
 }
 
@@ -1187,6 +1190,18 @@ impl Store for SqliteStore {
         .map_err(db)?;
         row.map(file_from_row).transpose()
     }
+
+    async fn append_telemetry(&self, points: &[TelemetryPoint]) -> Result<u64> {
+        telemetry::append(&self.writer, points).await
+    }
+
+    async fn telemetry_buckets(&self, query: TelemetryQuery) -> Result<Vec<TelemetryBucket>> {
+        telemetry::buckets(&self.reader, query).await
+    }
+
+    async fn prune_telemetry(&self, before: OffsetDateTime, limit: u32) -> Result<u64> {
+        telemetry::prune(&self.writer, before, limit).await
+    }
 }
 
 /// An append waiting for the writer.
@@ -1336,6 +1351,7 @@ async fn append_in(conn: &mut sqlx::SqliteConnection, message: NewMessage) -> Re
     .await
     .map_err(write_err("message"))?;
     timeline::insert_mentions(conn, &message.channel_id, seq, &message.mentions).await?;
+    let attachments = timeline::attach(conn, &message).await?;
     Ok(Appended {
         message: Message {
             id: message.id,
@@ -1351,14 +1367,18 @@ async fn append_in(conn: &mut sqlx::SqliteConnection, message: NewMessage) -> Re
             edited_at: None,
             deleted_at: None,
             reactions: Vec::new(),
+            attachments,
         },
         duplicate: false,
     })
 }
 
-type FileRow = (String, String, String, String, i64, String, String, i64);
+pub(crate) type FileRow = (String, String, String, String, i64, String, String, i64);
 
-fn file_from_row(row: FileRow) -> Result<StoredFile> {
+pub(crate) const FILE_COLUMNS: &str =
+    "id, channel_id, uploader_id, sha256, size, name, content_type, created_at";
+
+pub(crate) fn file_from_row(row: FileRow) -> Result<StoredFile> {
     let (id, channel_id, uploader_id, sha256, size, name, content_type, created_at) = row;
     Ok(StoredFile {
         size: u64::try_from(size)

@@ -5,10 +5,14 @@ use std::collections::HashMap;
 
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use unhidra_store::{
-    Actor, ChannelEvent, Message, MessageEdit, Reaction, ReactionOutcome, Result, Store, StoreError,
+    Actor, ChannelEvent, Message, MessageEdit, NewMessage, Reaction, ReactionOutcome, Result,
+    Store, StoreError, StoredFile,
 };
 
-use crate::{db, from_ms, message_from_row, ms, MessageRow, SqliteStore, MESSAGE_COLUMNS};
+use crate::{
+    db, file_from_row, from_ms, message_from_row, ms, FileRow, MessageRow, SqliteStore,
+    FILE_COLUMNS, MESSAGE_COLUMNS,
+};
 
 /// The `kind` column of `channel_events`.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +95,35 @@ pub(crate) async fn insert_mentions(
         .map_err(db)?;
     }
     Ok(())
+}
+
+/// Attaches the message's files (see [`NewMessage::attachments`]); returns them in order.
+pub(crate) async fn attach(
+    conn: &mut SqliteConnection,
+    message: &NewMessage,
+) -> Result<Vec<StoredFile>> {
+    let mut attached = Vec::with_capacity(message.attachments.len());
+    for file_id in &message.attachments {
+        let row: Option<FileRow> = sqlx::query_as(&format!(
+            "UPDATE files SET message_id = ?
+             WHERE id = ? AND channel_id = ? AND uploader_id = ? AND message_id IS NULL
+             RETURNING {FILE_COLUMNS}"
+        ))
+        .bind(&message.id)
+        .bind(file_id)
+        .bind(&message.channel_id)
+        .bind(&message.sender_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else {
+            return Err(StoreError::Invalid(
+                "an attachment is not a file you uploaded to this channel, or is attached already",
+            ));
+        };
+        attached.push(file_from_row(row)?);
+    }
+    Ok(attached)
 }
 
 /// The live message's seq and search rowid, if the channel has it (and, with `author`, if
@@ -201,6 +234,7 @@ pub(crate) async fn delete(
     for statement in [
         "DELETE FROM message_revisions WHERE message_id = ?",
         "DELETE FROM reactions WHERE message_id = ?",
+        "DELETE FROM files WHERE message_id = ?",
     ] {
         sqlx::query(statement)
             .bind(message_id)
@@ -286,12 +320,42 @@ pub(crate) async fn react(
 /// Most message ids in one `IN (…)` list.
 const IDS_PER_QUERY: usize = 500;
 
-/// Fills in the messages' reactions (one query per 500 messages).
+/// Fills in the messages' reactions and attachments (two queries per 500 messages).
 pub(crate) async fn with_reactions(
     reader: &SqlitePool,
     mut messages: Vec<Message>,
 ) -> Result<Vec<Message>> {
     let mut by_message: HashMap<String, Vec<Reaction>> = HashMap::new();
+    let mut files: HashMap<String, Vec<StoredFile>> = HashMap::new();
+    for chunk in messages.chunks(IDS_PER_QUERY) {
+        let placeholders = vec!["?"; chunk.len()].join(", ");
+        let sql = format!(
+            "SELECT message_id, {FILE_COLUMNS} FROM files WHERE message_id IN ({placeholders})
+             ORDER BY rowid"
+        );
+        let mut query = sqlx::query(&sql);
+        for message in chunk {
+            query = query.bind(&message.id);
+        }
+        for row in query.fetch_all(reader).await.map_err(db)? {
+            use sqlx::Row;
+            let message_id: String = row.try_get(0).map_err(db)?;
+            let file: FileRow = (
+                row.try_get(1).map_err(db)?,
+                row.try_get(2).map_err(db)?,
+                row.try_get(3).map_err(db)?,
+                row.try_get(4).map_err(db)?,
+                row.try_get(5).map_err(db)?,
+                row.try_get(6).map_err(db)?,
+                row.try_get(7).map_err(db)?,
+                row.try_get(8).map_err(db)?,
+            );
+            files
+                .entry(message_id)
+                .or_default()
+                .push(file_from_row(file)?);
+        }
+    }
     for chunk in messages.chunks(IDS_PER_QUERY) {
         let placeholders = vec!["?"; chunk.len()].join(", ");
         let sql = format!(
@@ -316,6 +380,9 @@ pub(crate) async fn with_reactions(
     for message in &mut messages {
         if let Some(reactions) = by_message.remove(&message.id) {
             message.reactions = reactions;
+        }
+        if let Some(attached) = files.remove(&message.id) {
+            message.attachments = attached;
         }
     }
     Ok(messages)

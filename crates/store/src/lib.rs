@@ -188,4 +188,15 @@ pub trait Store: Send + Sync + 'static {
     /// otherwise); an id that is taken is `Conflict("file")`.
     async fn insert_file(&self, file: NewFile) -> Result<StoredFile>;
     async fn file_by_id(&self, id: &str) -> Result<Option<StoredFile>>;
+
+    // ---- telemetry ----
+    /// Stores the points in one transaction; a point for a (device, metric, time) that is
+    /// stored already replaces it. Every device must exist (`Invalid` otherwise, and nothing
+    /// is stored). Returns how many points were written.
+    async fn append_telemetry(&self, points: &[TelemetryPoint]) -> Result<u64>;
+    /// The query's buckets that hold points, oldest first.
+    async fn telemetry_buckets(&self, query: TelemetryQuery) -> Result<Vec<TelemetryBucket>>;
+    /// Deletes points older than `before`, at most `limit` of them (pruning runs in slices so
+    /// that writers are not held up); returns how many were deleted.
+    async fn prune_telemetry(&self, before: OffsetDateTime, limit: u32) -> Result<u64>;
 }

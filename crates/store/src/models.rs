@@ -250,6 +250,8 @@ pub struct Message {
     pub deleted_at: Option<OffsetDateTime>,
     /// Reactions by emoji, in the order each emoji was first used.
     pub reactions: Vec<Reaction>,
+    /// Files attached to the message, in upload order.
+    pub attachments: Vec<StoredFile>,
 }
 
 /// One emoji on a message and who reacted with it, oldest first.
@@ -363,6 +365,9 @@ pub struct NewMessage {
     pub thread_root_id: Option<String>,
     /// Members the body mentions (user ids), for their mention counts.
     pub mentions: Vec<String>,
+    /// Ids of files the sender uploaded to this channel and not yet attached elsewhere;
+    /// anything else makes the append `Invalid`.
+    pub attachments: Vec<String>,
 }
 
 /// What appending a message did.
@@ -399,4 +404,36 @@ pub struct NewFile {
     pub name: String,
     pub content_type: String,
     pub created_at: OffsetDateTime,
+}
+
+/// One measurement of one metric of a device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryPoint {
+    pub device_id: String,
+    pub metric: String,
+    pub ts: OffsetDateTime,
+    pub value: f64,
+}
+
+/// Points of one metric of a device in `[from, to)`, summarised per `bucket_secs`.
+#[derive(Debug, Clone)]
+pub struct TelemetryQuery {
+    pub device_id: String,
+    pub metric: String,
+    pub from: OffsetDateTime,
+    pub to: OffsetDateTime,
+    /// At least 1.
+    pub bucket_secs: i64,
+}
+
+/// The points of one bucket: it starts at `start` and lasts the query's `bucket_secs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryBucket {
+    pub start: OffsetDateTime,
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub avg: f64,
+    /// The value of the bucket's newest point.
+    pub last: f64,
 }

@@ -48,6 +48,10 @@ macro_rules! store_testsuite {
             replies_form_one_level_threads_counted_on_their_root,
             direct_conversations_are_found_by_their_members,
             files_are_recorded_per_upload_in_existing_channels,
+            files_are_attached_once_by_their_uploader_and_go_with_a_deletion,
+            telemetry_is_summarised_per_bucket,
+            telemetry_for_unknown_devices_stores_nothing,
+            old_telemetry_is_pruned_in_slices,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -407,6 +411,7 @@ fn msg(channel: &Channel, sender: &User, client_msg_id: &str, body: &str) -> New
         created_at: t0(),
         thread_root_id: None,
         mentions: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 
@@ -1398,4 +1403,235 @@ pub async fn files_are_recorded_per_upload_in_existing_channels(store: &dyn Stor
     let err = store.insert_file(orphan.clone()).await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
     assert_eq!(store.file_by_id(&orphan.id).await.unwrap(), None);
+}
+
+pub async fn files_are_attached_once_by_their_uploader_and_go_with_a_deletion(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let a = channel(store, &alice, "a").await;
+    let b = channel(store, &alice, "b").await;
+    store.add_member(&a.id, &bob.id, &by(&bob)).await.unwrap();
+    let hash = "ab".repeat(32);
+    let one = store
+        .insert_file(file(&a, &alice, &hash, "one.png"))
+        .await
+        .unwrap();
+    let two = store
+        .insert_file(file(&a, &alice, &hash, "two.png"))
+        .await
+        .unwrap();
+    let bobs = store
+        .insert_file(file(&a, &bob, &hash, "bobs.png"))
+        .await
+        .unwrap();
+    let elsewhere = store
+        .insert_file(file(&b, &alice, &hash, "b.png"))
+        .await
+        .unwrap();
+    let with = |cid: &str, files: &[&StoredFile]| NewMessage {
+        attachments: files.iter().map(|f| f.id.clone()).collect(),
+        ..msg(&a, &alice, cid, "see attached")
+    };
+
+    // Someone else's file, another channel's, or an unknown id: refused, nothing kept.
+    for (cid, refused) in [("x1", &bobs), ("x2", &elsewhere)] {
+        let err = store
+            .append_message(with(cid, &[&one, refused]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    }
+    let unknown = NewMessage {
+        attachments: vec!["nope".into()],
+        ..msg(&a, &alice, "x3", "x")
+    };
+    assert!(matches!(
+        store.append_message(unknown).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(
+        store.channel_by_id(&a.id).await.unwrap().unwrap().last_seq,
+        1,
+        "refused appends took no seq (1 is bob joining)"
+    );
+
+    let m = store
+        .append_message(with("m1", &[&one, &two]))
+        .await
+        .unwrap()
+        .message;
+    let names = |m: &Message| {
+        m.attachments
+            .iter()
+            .map(|f| f.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&m), ["one.png", "two.png"]);
+    let stored = store.message_by_id(&a.id, &m.id).await.unwrap().unwrap();
+    assert_eq!(names(&stored), ["one.png", "two.png"]);
+    assert_eq!(stored.attachments[0], one);
+    // A file is attached once.
+    assert!(matches!(
+        store.append_message(with("m2", &[&one])).await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    store
+        .delete_message(&a.id, &m.id, &by(&alice))
+        .await
+        .unwrap();
+    assert!(store
+        .message_by_id(&a.id, &m.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .attachments
+        .is_empty());
+    assert_eq!(store.file_by_id(&one.id).await.unwrap(), None);
+    assert_eq!(store.file_by_id(&two.id).await.unwrap(), None);
+}
+
+fn point(device: &Device, metric: &str, secs: i64, value: f64) -> TelemetryPoint {
+    TelemetryPoint {
+        device_id: device.id.clone(),
+        metric: metric.into(),
+        ts: t0() + Duration::seconds(secs),
+        value,
+    }
+}
+
+pub async fn telemetry_is_summarised_per_bucket(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let d = store
+        .create_device(new_device(&alice, "sensor", "k1"))
+        .await
+        .unwrap();
+    let other = store
+        .create_device(new_device(&alice, "other", "k2"))
+        .await
+        .unwrap();
+    let mut points = vec![
+        point(&d, "temp", 0, 20.0),
+        point(&d, "temp", 30, 22.0),
+        point(&d, "temp", 59, 21.0),
+        point(&d, "temp", 125, 30.0),
+        point(&d, "rssi", 10, -60.0),
+        point(&other, "temp", 10, 99.0),
+    ];
+    // Many points in one call, in one transaction.
+    points.extend((0..1000).map(|i| point(&d, "load", i, f64::from(i32::try_from(i).unwrap()))));
+    assert_eq!(store.append_telemetry(&points).await.unwrap(), 1006);
+    // The same time again replaces the value.
+    store
+        .append_telemetry(&[point(&d, "temp", 59, 23.0)])
+        .await
+        .unwrap();
+
+    let q = |metric: &str, from: i64, to: i64, bucket_secs: i64| TelemetryQuery {
+        device_id: d.id.clone(),
+        metric: metric.into(),
+        from: t0() + Duration::seconds(from),
+        to: t0() + Duration::seconds(to),
+        bucket_secs,
+    };
+    let buckets = store
+        .telemetry_buckets(q("temp", 0, 3600, 60))
+        .await
+        .unwrap();
+    assert_eq!(
+        buckets,
+        [
+            TelemetryBucket {
+                start: t0(),
+                count: 3,
+                min: 20.0,
+                max: 23.0,
+                avg: 65.0 / 3.0,
+                last: 23.0,
+            },
+            TelemetryBucket {
+                start: t0() + Duration::seconds(120),
+                count: 1,
+                min: 30.0,
+                max: 30.0,
+                avg: 30.0,
+                last: 30.0,
+            },
+        ],
+        "empty buckets are left out; other devices and metrics do not count"
+    );
+    // `to` is exclusive, `from` inclusive; buckets start at `from`.
+    let buckets = store
+        .telemetry_buckets(q("temp", 30, 125, 3600))
+        .await
+        .unwrap();
+    assert_eq!(buckets.len(), 1);
+    assert_eq!(
+        (buckets[0].start, buckets[0].count, buckets[0].last),
+        (t0() + Duration::seconds(30), 2, 23.0)
+    );
+    let load = store
+        .telemetry_buckets(q("load", 0, 1000, 100))
+        .await
+        .unwrap();
+    assert_eq!(load.len(), 10);
+    assert_eq!(
+        (load[9].min, load[9].max, load[9].last),
+        (900.0, 999.0, 999.0)
+    );
+    assert!(store
+        .telemetry_buckets(q("nope", 0, 3600, 60))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn telemetry_for_unknown_devices_stores_nothing(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let d = store
+        .create_device(new_device(&alice, "sensor", "k1"))
+        .await
+        .unwrap();
+    let ghost = Device {
+        id: "ghost".into(),
+        ..d.clone()
+    };
+    let err = store
+        .append_telemetry(&[point(&d, "temp", 0, 1.0), point(&ghost, "temp", 0, 1.0)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    let all = TelemetryQuery {
+        device_id: d.id.clone(),
+        metric: "temp".into(),
+        from: t0() - Duration::days(1),
+        to: t0() + Duration::days(1),
+        bucket_secs: 60,
+    };
+    assert!(store.telemetry_buckets(all).await.unwrap().is_empty());
+}
+
+pub async fn old_telemetry_is_pruned_in_slices(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let d = store
+        .create_device(new_device(&alice, "sensor", "k1"))
+        .await
+        .unwrap();
+    let points: Vec<TelemetryPoint> = (0..10).map(|i| point(&d, "x", i, 1.0)).collect();
+    store.append_telemetry(&points).await.unwrap();
+    let before = t0() + Duration::seconds(7);
+    assert_eq!(store.prune_telemetry(before, 5).await.unwrap(), 5);
+    assert_eq!(store.prune_telemetry(before, 5).await.unwrap(), 2);
+    assert_eq!(store.prune_telemetry(before, 5).await.unwrap(), 0);
+    let left = store
+        .telemetry_buckets(TelemetryQuery {
+            device_id: d.id.clone(),
+            metric: "x".into(),
+            from: t0(),
+            to: t0() + Duration::seconds(60),
+            bucket_secs: 60,
+        })
+        .await
+        .unwrap();
+    assert_eq!(left[0].count, 3);
 }

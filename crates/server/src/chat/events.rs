@@ -10,12 +10,12 @@ use unhidra_proto::ws::ServerFrame;
 use unhidra_store::{ChannelEvent, Membership};
 
 use super::{frame_text, wire};
-use crate::gateway::hub::Delivery;
+use crate::gateway::hub::{Delivery, USER_TOPIC_PREFIX};
 use crate::state::AppState;
 
 /// The hub topic of one user's connections (a channel's topic is its id).
 pub fn user_topic(user_id: &str) -> String {
-    format!("user:{user_id}")
+    format!("{USER_TOPIC_PREFIX}{user_id}")
 }
 
 /// The frame that tells a client about a timeline entry.

@@ -2,7 +2,7 @@
 //! message. Each change is a channel event: stored with the channel's next seq, then fanned
 //! out to the channel's sockets (see [`super::events`]).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use unhidra_proto::channels::{ChatMessage, EditMessageRequest, RevisionInfo, RevisionList};
@@ -14,7 +14,7 @@ use super::events::publish_stored;
 use super::routes::member_of;
 use super::{check_body, mentioned_members, wire, ChatError};
 use crate::audit::{kind, Event};
-use crate::http::extract::{ApiJson, AuthUser};
+use crate::http::extract::{ApiJson, ApiPath, AuthUser};
 use crate::http::ApiError;
 use crate::state::{AppState, SharedState};
 
@@ -78,7 +78,7 @@ async fn moderates(state: &AppState, role: Role, user_id: &str) -> Result<bool, 
 pub async fn edit(
     State(state): State<SharedState>,
     auth: AuthUser,
-    Path((id, message_id)): Path<(String, String)>,
+    ApiPath((id, message_id)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<EditMessageRequest>,
 ) -> Result<Json<ChatMessage>, ApiError> {
     let (channel, _) = member_of(&state, &id, &auth.user_id).await?;
@@ -132,7 +132,7 @@ pub async fn edit(
 pub async fn delete(
     State(state): State<SharedState>,
     auth: AuthUser,
-    Path((id, message_id)): Path<(String, String)>,
+    ApiPath((id, message_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (_, role) = member_of(&state, &id, &auth.user_id).await?;
     let message = live_message(&state, &id, &message_id).await?;
@@ -190,7 +190,7 @@ pub async fn delete(
 pub async fn revisions(
     State(state): State<SharedState>,
     auth: AuthUser,
-    Path((id, message_id)): Path<(String, String)>,
+    ApiPath((id, message_id)): ApiPath<(String, String)>,
 ) -> Result<Json<RevisionList>, ApiError> {
     let (_, role) = member_of(&state, &id, &auth.user_id).await?;
     if !moderates(&state, role, &auth.user_id).await? {
@@ -301,7 +301,7 @@ async fn react(
 pub async fn add_reaction(
     State(state): State<SharedState>,
     auth: AuthUser,
-    Path(path): Path<(String, String, String)>,
+    ApiPath(path): ApiPath<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     react(&state, auth, path, true).await
 }
@@ -324,7 +324,7 @@ pub async fn add_reaction(
 pub async fn remove_reaction(
     State(state): State<SharedState>,
     auth: AuthUser,
-    Path(path): Path<(String, String, String)>,
+    ApiPath(path): ApiPath<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     react(&state, auth, path, false).await
 }

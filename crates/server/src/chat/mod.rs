@@ -31,6 +31,8 @@ use crate::state::AppState;
 /// Largest message body, in bytes.
 pub const MAX_BODY_BYTES: usize = 32 * 1024;
 const MAX_CLIENT_MSG_ID: usize = 64;
+/// Most files attached to one message.
+pub const MAX_ATTACHMENTS: usize = 10;
 
 /// Why a chat action was refused.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +99,11 @@ pub fn wire(m: Message) -> ChatMessage {
                 users: r.user_ids,
             })
             .collect(),
+        attachments: m
+            .attachments
+            .into_iter()
+            .map(crate::files::routes::wire)
+            .collect(),
     }
 }
 
@@ -118,6 +125,8 @@ pub struct Post {
     pub client_msg_id: String,
     /// Reply in the thread of this message id.
     pub thread_root: Option<String>,
+    /// Ids of files the sender uploaded to the channel.
+    pub attachments: Vec<String>,
 }
 
 fn check_body(body: &str) -> Result<(), ChatError> {
@@ -184,9 +193,19 @@ pub async fn publish(
         body,
         client_msg_id,
         thread_root,
+        attachments,
     } = post;
     let channel_id = channel_id.as_str();
-    check_body(&body)?;
+    if attachments.len() > MAX_ATTACHMENTS {
+        return Err(ChatError::Invalid(
+            ErrorCode::InvalidField,
+            "at most 10 attachments per message",
+        ));
+    }
+    // A message with attachments may have no text; any other needs some.
+    if !body.is_empty() || attachments.is_empty() {
+        check_body(&body)?;
+    }
     if client_msg_id.is_empty()
         || client_msg_id.len() > MAX_CLIENT_MSG_ID
         || client_msg_id.chars().any(char::is_control)
@@ -223,6 +242,7 @@ pub async fn publish(
             created_at: state.clock.now(),
             thread_root_id: thread_root,
             mentions,
+            attachments,
         })
         .await
         .map_err(|err| match err {

@@ -2,7 +2,7 @@
 //! feature set builds on it).
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -20,7 +20,7 @@ use super::events::{
     announce_channel_added, announce_channel_removed, publish_passing, publish_stored, summary,
 };
 use super::wire;
-use crate::http::extract::{ApiJson, AuthUser};
+use crate::http::extract::{ApiJson, ApiPath, AuthUser};
 use crate::http::ApiError;
 use crate::state::{AppState, SharedState};
 
@@ -149,7 +149,7 @@ pub async fn list(
 pub async fn update(
     State(state): State<SharedState>,
     auth: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateChannelRequest>,
 ) -> Result<StatusCode, ApiError> {
     let (channel, role) = member_of(&state, &id, &auth.user_id).await?;
@@ -222,7 +222,7 @@ pub async fn update(
 pub async fn remove_member(
     State(state): State<SharedState>,
     auth: AuthUser,
-    Path((id, user_id)): Path<(String, String)>,
+    ApiPath((id, user_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (channel, caller_role) = member_of(&state, &id, &auth.user_id).await?;
     if channel.direct {
@@ -288,7 +288,7 @@ pub struct HistoryQuery {
 pub async fn history(
     State(state): State<SharedState>,
     auth: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Json<MessagePage>, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
@@ -338,7 +338,7 @@ pub async fn history(
 pub async fn mark_read(
     State(state): State<SharedState>,
     auth: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<MarkReadRequest>,
 ) -> Result<Json<ReadPosition>, ApiError> {
     member_of(&state, &id, &auth.user_id).await?;
@@ -423,7 +423,7 @@ pub async fn search(
 pub async fn add_member(
     State(state): State<SharedState>,
     auth: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<AddMemberRequest>,
 ) -> Result<StatusCode, ApiError> {
     let no_channel = || ApiError::not_found("no such channel");
@@ -496,7 +496,7 @@ pub struct ThreadQuery {
 pub async fn thread(
     State(state): State<SharedState>,
     auth: AuthUser,
-    Path((id, root_id)): Path<(String, String)>,
+    ApiPath((id, root_id)): ApiPath<(String, String)>,
     query: Result<Query<ThreadQuery>, QueryRejection>,
 ) -> Result<Json<Thread>, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
@@ -598,7 +598,7 @@ pub async fn open_direct(
 pub async fn members(
     State(state): State<SharedState>,
     auth: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<MemberList>, ApiError> {
     member_of(&state, &id, &auth.user_id).await?;
     let members = state.store.members_of(&id).await?;
@@ -629,7 +629,7 @@ pub async fn members(
 pub async fn user(
     State(state): State<SharedState>,
     _auth: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<UserInfo>, ApiError> {
     let user = state
         .store

@@ -6,8 +6,10 @@
 //! HMAC: microseconds, so ten thousand devices reconnecting at once cost well under a second of
 //! CPU, where a password hash per key would cost minutes.
 
+pub mod ingest;
 pub mod routes;
 pub mod telemetry;
+pub mod telemetry_routes;
 
 use secrecy::ExposeSecret;
 use unhidra_store::StoreError;

@@ -1,7 +1,7 @@
 //! `/api/v1/devices` (owners manage their devices) and `/api/v1/device` (a device asks who
 //! it is).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
@@ -14,7 +14,7 @@ use unhidra_proto::ws::close;
 
 use crate::audit::{kind, Event};
 use crate::gateway::registry::Kick;
-use crate::http::extract::{ApiJson, AuthDevice, AuthUser, ClientIp};
+use crate::http::extract::{ApiJson, ApiPath, AuthDevice, AuthUser, ClientIp};
 use crate::http::ApiError;
 use crate::rate_limit::Limit;
 use crate::state::SharedState;
@@ -166,7 +166,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<SharedState>,
     auth: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Device>, ApiError> {
     match state.store.device_by_id(&id).await? {
         Some(device) if device.owner_id == auth.user_id => Ok(Json(to_wire(device))),
@@ -189,7 +189,7 @@ pub async fn revoke(
     State(state): State<SharedState>,
     ClientIp(ip): ClientIp,
     auth: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     if !state
         .store

@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::Json;
@@ -16,7 +16,7 @@ use utoipa::IntoParams;
 
 use super::blobs::BlobError;
 use super::{content_disposition, declared_type, file_name, served_type};
-use crate::http::extract::AuthUser;
+use crate::http::extract::{ApiPath, AuthUser};
 use crate::http::ApiError;
 use crate::state::{AppState, SharedState};
 
@@ -26,7 +26,7 @@ const CACHE_CONTROL: &str = "private, max-age=86400";
 /// Scripts, plugins, forms and requests are all off, should a browser ever render a file.
 const SANDBOX: &str = "sandbox; default-src 'none'";
 
-fn wire(f: StoredFile) -> FileInfo {
+pub fn wire(f: StoredFile) -> FileInfo {
     FileInfo {
         id: f.id,
         channel_id: f.channel_id,
@@ -79,7 +79,7 @@ pub struct UploadQuery {
 pub async fn upload(
     State(state): State<SharedState>,
     auth: AuthUser,
-    Path(channel_id): Path<String>,
+    ApiPath(channel_id): ApiPath<String>,
     query: Result<Query<UploadQuery>, QueryRejection>,
     headers: HeaderMap,
     // `Body` is not subject to the router's `DefaultBodyLimit` (only buffering extractors
@@ -200,7 +200,7 @@ async fn readable_file(state: &AppState, id: &str, user_id: &str) -> Result<Stor
 pub async fn download(
     State(state): State<SharedState>,
     auth: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let file = readable_file(&state, &id, &auth.user_id).await?;
     let (blob, size) = state
@@ -256,7 +256,7 @@ pub async fn download(
 pub async fn info(
     State(state): State<SharedState>,
     auth: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<FileInfo>, ApiError> {
     let file = readable_file(&state, &id, &auth.user_id).await?;
     Ok(Json(wire(file)))

@@ -16,6 +16,14 @@ use std::time::Instant;
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
 
+/// Topics named `user:<id>` carry one user's passing frames (presence, channel list
+/// changes); every other topic is a channel id.
+pub const USER_TOPIC_PREFIX: &str = "user:";
+
+/// A user topic's ring: passing frames are few and small, and every connected user has one,
+/// so it is much smaller than a channel's (a ring's slots are allocated up front).
+const USER_TOPIC_CAPACITY: usize = 128;
+
 /// One message on its way to subscribers.
 #[derive(Debug)]
 pub struct Delivery {
@@ -75,7 +83,12 @@ impl Hub for LocalHub {
         match channels.get(channel) {
             Some(tx) => tx.subscribe(),
             None => {
-                let (tx, rx) = broadcast::channel(self.capacity);
+                let capacity = if channel.starts_with(USER_TOPIC_PREFIX) {
+                    USER_TOPIC_CAPACITY.min(self.capacity)
+                } else {
+                    self.capacity
+                };
+                let (tx, rx) = broadcast::channel(capacity);
                 channels.insert(channel.to_owned(), tx);
                 rx
             }
@@ -133,6 +146,22 @@ mod tests {
             rx.recv().await,
             Err(broadcast::error::RecvError::Lagged(6))
         ));
+    }
+
+    #[tokio::test]
+    async fn user_topics_get_small_rings() {
+        let hub = LocalHub::new(1024);
+        let mut user = hub.subscribe("user:u1");
+        let mut channel = hub.subscribe("c1");
+        for seq in 1..=200 {
+            hub.publish(delivery("user:u1", seq));
+            hub.publish(delivery("c1", seq));
+        }
+        assert!(matches!(
+            user.recv().await,
+            Err(broadcast::error::RecvError::Lagged(72))
+        ));
+        assert_eq!(channel.recv().await.unwrap().seq, 1);
     }
 
     #[test]

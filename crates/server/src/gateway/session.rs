@@ -390,6 +390,7 @@ impl Session {
                     body,
                     client_msg_id,
                     thread_root,
+                    attachments,
                 },
                 Principal::User { id },
             ) => {
@@ -400,6 +401,7 @@ impl Session {
                     body,
                     client_msg_id,
                     thread_root,
+                    attachments,
                 };
                 match chat::publish(&self.state, &id, post, received_at).await {
                     Ok(appended) => {
@@ -419,15 +421,8 @@ impl Session {
                     }
                 }
             }
-            (ClientFrame::Telemetry { metrics, ts }, Principal::Device { .. }) => {
-                match crate::devices::telemetry::validate(&metrics, ts, self.state.clock.now()) {
-                    Ok(points) => {
-                        metrics::counter!(crate::metrics::GATEWAY_TELEMETRY_POINTS)
-                            .increment(points);
-                        Ok(())
-                    }
-                    Err(why) => self.out.error(ErrorCode::InvalidField, why, None).await,
-                }
+            (ClientFrame::Telemetry { metrics, ts }, Principal::Device { id }) => {
+                self.telemetry(&id, metrics, ts).await
             }
             (ClientFrame::Heartbeat { .. }, Principal::Device { .. }) => Ok(()),
             (ClientFrame::Typing { channel }, Principal::User { id }) => {
@@ -493,6 +488,52 @@ impl Session {
                         None,
                     )
                     .await
+            }
+        }
+    }
+
+    /// Validates and stores a device's telemetry; the device hears of anything refused or not
+    /// stored, never silence. Storing is awaited: a device's frames are stored in order, and
+    /// a device sending faster than the store takes is slowed down to its pace.
+    async fn telemetry(
+        &mut self,
+        device_id: &str,
+        metrics: std::collections::BTreeMap<String, f64>,
+        ts: Option<time::OffsetDateTime>,
+    ) -> Result<(), End> {
+        let now = self.state.clock.now();
+        let count = match crate::devices::telemetry::validate(&metrics, ts, now) {
+            Ok(count) => count,
+            Err(why) => return self.out.error(ErrorCode::InvalidField, why, None).await,
+        };
+        let at = ts.unwrap_or(now);
+        let points = metrics
+            .into_iter()
+            .map(|(metric, value)| unhidra_store::TelemetryPoint {
+                device_id: device_id.to_owned(),
+                metric,
+                ts: at,
+                value,
+            })
+            .collect();
+        match self.state.telemetry.store(points).await {
+            Ok(()) => {
+                metrics::counter!(crate::metrics::GATEWAY_TELEMETRY_POINTS).increment(count);
+                Ok(())
+            }
+            Err(err) => {
+                use crate::devices::ingest::IngestError;
+                let code = match &err {
+                    IngestError::Overloaded => ErrorCode::Overloaded,
+                    IngestError::Stopped => ErrorCode::Unavailable,
+                    IngestError::Store(_) => ErrorCode::Internal,
+                };
+                tracing::debug!(error = %err, device = device_id, "telemetry not stored");
+                let message = match err {
+                    IngestError::Store(_) => "the telemetry could not be stored".to_owned(),
+                    other => other.to_string(),
+                };
+                self.out.error(code, message, None).await
             }
         }
     }

@@ -8,7 +8,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
@@ -63,6 +63,29 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             )
         }
         other => ApiError::bad_request(ErrorCode::BadRequest, other.body_text()),
+    }
+}
+
+/// Path parameters; a malformed one (not UTF-8, not a number where one is expected) is a
+/// 400 `bad_request` in the API's error format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::bad_request(
+                ErrorCode::BadRequest,
+                rejection.body_text(),
+            )),
+        }
     }
 }
 

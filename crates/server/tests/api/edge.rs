@@ -218,7 +218,7 @@ async fn api_responses_are_neither_cached_nor_sniffed() {
 }
 
 /// Every route the server answers, by method and path template.
-const ROUTES: [(&str, &str); 38] = [
+const ROUTES: [(&str, &str); 39] = [
     ("post", "/api/v1/auth/register"),
     ("post", "/api/v1/auth/login"),
     ("post", "/api/v1/auth/refresh"),
@@ -230,6 +230,7 @@ const ROUTES: [(&str, &str); 38] = [
     ("get", "/api/v1/devices/{id}"),
     ("delete", "/api/v1/devices/{id}"),
     ("get", "/api/v1/device"),
+    ("get", "/api/v1/devices/{id}/telemetry"),
     ("get", "/api/v1/admin/audit"),
     ("get", "/api/v1/admin/connections"),
     ("delete", "/api/v1/admin/connections/{id}"),
@@ -353,4 +354,18 @@ async fn launch_returns_after_shutdown_even_with_open_connections() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "still listening"
     );
+}
+
+#[tokio::test]
+async fn malformed_path_parameters_are_400_in_the_api_format() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    for path in ["/api/v1/devices/%C3%28", "/api/v1/files/%FF"] {
+        let r = app.get_as(&alice.access, path).await;
+        assert_error(r, 400, "bad_request").await;
+    }
+    let r = app
+        .put_as(&alice.access, "/api/v1/channels/x/messages/y/reactions/%FF")
+        .await;
+    assert_error(r, 400, "bad_request").await;
 }

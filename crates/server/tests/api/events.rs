@@ -569,3 +569,82 @@ async fn archived_channels_take_no_edits_or_reactions() {
         .await;
     assert_error(r, 403, "forbidden").await;
 }
+
+#[tokio::test]
+async fn messages_carry_the_files_their_sender_uploaded() {
+    use crate::files::upload;
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let room = channel(&app, &alice, "room", &[&bob]).await;
+    let png = b"\x89PNG\r\n\x1a\nnot really".to_vec();
+    let r = upload(
+        &app,
+        Some(&alice.access),
+        &room,
+        Some("chart.png"),
+        Some("image/png"),
+        png,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let file = body(r).await;
+    let r = upload(
+        &app,
+        Some(&bob.access),
+        &room,
+        Some("bob.txt"),
+        Some("text/plain"),
+        "hi",
+    )
+    .await;
+    let bobs = body(r).await;
+
+    let mut a = user_ws(&app, &alice).await;
+    let mut b = user_ws(&app, &bob).await;
+    subscribe(&mut b, &room, None).await;
+    // Bob's file is his to attach, not alice's.
+    send(
+        &mut a,
+        json!({"type": "publish", "channel": room, "body": "", "client_msg_id": "f0",
+               "attachments": [file["id"], bobs["id"]]}),
+    )
+    .await;
+    let refused = next(&mut a).await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["ref"].as_str()),
+        (Some("invalid_field"), Some("f0"))
+    );
+    // An empty body is fine with an attachment; eleven attachments are not.
+    send(
+        &mut a,
+        json!({"type": "publish", "channel": room, "body": "", "client_msg_id": "f1",
+               "attachments": [file["id"]]}),
+    )
+    .await;
+    let ack = next(&mut a).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let live = next(&mut b).await;
+    assert_eq!(live["attachments"], json!([file]));
+    send(
+        &mut a,
+        json!({"type": "publish", "channel": room, "body": "x", "client_msg_id": "f2",
+               "attachments": vec![file["id"].clone(); 11]}),
+    )
+    .await;
+    assert_eq!(next(&mut a).await["code"], "invalid_field");
+
+    let page = history(&app, &bob, &room).await;
+    assert_eq!(page[0]["attachments"][0]["name"], "chart.png");
+    let download = format!("/api/v1/files/{}", file["id"].as_str().unwrap());
+    assert_eq!(
+        app.get_as(&bob.access, &download).await.status(),
+        StatusCode::OK
+    );
+
+    // Deleting the message takes its attachment with it.
+    let id = ack["id"].as_str().unwrap();
+    let r = app.delete_as(&alice.access, &message_path(&room, id)).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_error(app.get_as(&bob.access, &download).await, 404, "not_found").await;
+}

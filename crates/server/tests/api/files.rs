@@ -24,7 +24,7 @@ async fn channel(app: &TestApp, owner: &User, name: &str, private: bool) -> Stri
 }
 
 /// `POST /api/v1/channels/{channel}/files?name=…` with the bytes as the body.
-async fn upload(
+pub(crate) async fn upload(
     app: &TestApp,
     token: Option<&str>,
     channel: &str,

@@ -16,6 +16,7 @@ mod edge;
 mod events;
 mod files;
 mod limits;
+mod telemetry;
 mod tls;
 mod tokens;
 mod ws;

@@ -1,0 +1,164 @@
+//! Device telemetry: sent over the WebSocket, stored, and read back by the owner in buckets.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use unhidra_server::Clock;
+
+use crate::helpers::*;
+use crate::ws::{connect, next, send, Ws};
+
+/// Sends a ping and returns every frame before its pong. The session handles a device's
+/// frames in order and stores telemetry before the next, so after the pong all is stored.
+async fn settle(ws: &mut Ws) -> Vec<Value> {
+    send(ws, json!({"type": "ping"})).await;
+    let mut frames = Vec::new();
+    loop {
+        let f = next(ws).await;
+        if f["type"] == "pong" {
+            return frames;
+        }
+        frames.push(f);
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap()
+}
+
+#[tokio::test]
+async fn telemetry_is_stored_and_read_back_per_bucket() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let mallory = app.user("mallory").await;
+    let (device_id, key) = app.device(&alice, "sensor").await;
+    let (mut ws, _) = connect(&app, &format!("device.{key}")).await;
+
+    // Aligned to a minute, so the buckets are easy to reason about.
+    let now = app.clock.now();
+    let t0 = now.unix_timestamp() - now.unix_timestamp() % 60 - 120;
+    let at = |secs: i64| OffsetDateTime::from_unix_timestamp(t0 + secs).unwrap();
+    for (secs, temp, rssi) in [
+        (0, 20.0, -60.0),
+        (30, 22.0, -61.0),
+        (59, 21.0, -62.0),
+        (75, 30.0, -50.0),
+    ] {
+        send(
+            &mut ws,
+            json!({"type": "telemetry", "ts": rfc3339(at(secs)), "metrics": {"temp": temp, "rssi": rssi}}),
+        )
+        .await;
+    }
+    assert_eq!(settle(&mut ws).await, Vec::<Value>::new(), "no errors");
+
+    let path = format!(
+        "/api/v1/devices/{device_id}/telemetry?metric=temp&from={t0}&to={}&bucket=60",
+        t0 + 120
+    );
+    let r = app.get_as(&alice.access, &path).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let series = body(r).await;
+    assert_eq!(
+        series,
+        json!({
+            "device_id": device_id, "metric": "temp", "from": t0, "to": t0 + 120, "bucket": 60,
+            "buckets": [
+                {"start": t0, "count": 3, "min": 20.0, "max": 22.0, "avg": 21.0, "last": 21.0},
+                {"start": t0 + 60, "count": 1, "min": 30.0, "max": 30.0, "avg": 30.0, "last": 30.0},
+            ]
+        })
+    );
+
+    // Another user's device does not exist for them.
+    assert_error(app.get_as(&mallory.access, &path).await, 404, "not_found").await;
+    // Bad queries are refused with a reason.
+    for bad in [
+        format!("metric=temp&from={t0}&to={t0}"),
+        format!("metric=temp&from={t0}&to={}&bucket=0", t0 + 60),
+        format!("metric=temp&from=0&to={t0}&bucket=1"),
+    ] {
+        let r = app
+            .get_as(
+                &alice.access,
+                &format!("/api/v1/devices/{device_id}/telemetry?{bad}"),
+            )
+            .await;
+        assert_error(r, 400, "invalid_field").await;
+    }
+    let r = app
+        .get_as(
+            &alice.access,
+            &format!("/api/v1/devices/{device_id}/telemetry?from=1"),
+        )
+        .await;
+    assert_error(r, 400, "bad_request").await;
+}
+
+#[tokio::test]
+async fn bad_telemetry_is_refused_with_a_reason_and_stores_nothing() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let (device_id, key) = app.device(&alice, "sensor").await;
+    let (mut ws, _) = connect(&app, &format!("device.{key}")).await;
+    let now = app.clock.now();
+    let too_many: serde_json::Map<String, Value> =
+        (0..65).map(|i| (format!("m{i}"), json!(1.0))).collect();
+    for frame in [
+        json!({"type": "telemetry", "metrics": {"bad name": 1.0, "temp": 5.0}}),
+        json!({"type": "telemetry", "metrics": {}}),
+        json!({"type": "telemetry", "metrics": too_many}),
+        json!({"type": "telemetry", "metrics": {"temp": 5.0},
+               "ts": rfc3339(now - time::Duration::minutes(10))}),
+        json!({"type": "telemetry", "metrics": {"temp": "hot"}}),
+    ] {
+        send(&mut ws, frame).await;
+    }
+    let errors = settle(&mut ws).await;
+    let codes: Vec<&str> = errors.iter().map(|e| e["code"].as_str().unwrap()).collect();
+    assert_eq!(
+        codes,
+        [
+            "invalid_field",
+            "invalid_field",
+            "invalid_field",
+            "invalid_field",
+            "invalid_json"
+        ],
+        "{errors:?}"
+    );
+    assert!(errors[0]["message"].as_str().unwrap().contains("bad name"));
+
+    let to = now.unix_timestamp() + 3600;
+    let from = now.unix_timestamp() - 3600;
+    for metric in ["temp", "m0"] {
+        let series = body(
+            app.get_as(
+                &alice.access,
+                &format!("/api/v1/devices/{device_id}/telemetry?metric={metric}&from={from}&to={to}&bucket=7200"),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(series["buckets"], json!([]), "{metric}");
+    }
+    // The connection is still usable: good telemetry after bad is stored.
+    send(
+        &mut ws,
+        json!({"type": "telemetry", "metrics": {"temp": 7.5}}),
+    )
+    .await;
+    assert!(settle(&mut ws).await.is_empty());
+    let series = body(
+        app.get_as(
+            &alice.access,
+            &format!(
+                "/api/v1/devices/{device_id}/telemetry?metric=temp&from={from}&to={to}&bucket=7200"
+            ),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(series["buckets"][0]["last"], 7.5);
+}
