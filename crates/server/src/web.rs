@@ -17,9 +17,11 @@ use axum::Router;
 use crate::http::ApiError;
 
 /// The policy of every page and asset. `connect-src` names `ws:`/`wss:` because older
-/// browsers do not count a same-origin WebSocket as `'self'`.
+/// browsers do not count a same-origin WebSocket as `'self'`. `img-src blob:` lets the client
+/// preview an image attachment it fetched with its token (a `blob:` URL is the page's own
+/// bytes, never a request).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
-    style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; object-src 'none'; \
+    style-src 'self'; img-src 'self' data: blob:; connect-src 'self' ws: wss:; object-src 'none'; \
     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// One embedded file.
@@ -56,10 +58,15 @@ const ASSETS: &[Asset] = &[
     asset!("js/socket.js", "text/javascript; charset=utf-8"),
     asset!("js/store.js", "text/javascript; charset=utf-8"),
     asset!("js/dom.js", "text/javascript; charset=utf-8"),
+    asset!("js/views/attachments.js", "text/javascript; charset=utf-8"),
     asset!("js/views/auth.js", "text/javascript; charset=utf-8"),
     asset!("js/views/channels.js", "text/javascript; charset=utf-8"),
+    asset!("js/views/composer.js", "text/javascript; charset=utf-8"),
+    asset!("js/views/members.js", "text/javascript; charset=utf-8"),
+    asset!("js/views/message-item.js", "text/javascript; charset=utf-8"),
     asset!("js/views/messages.js", "text/javascript; charset=utf-8"),
     asset!("js/views/search.js", "text/javascript; charset=utf-8"),
+    asset!("js/views/thread.js", "text/javascript; charset=utf-8"),
 ];
 
 /// `GET /` and `GET /assets/{*path}`; merged into the API router.
@@ -145,6 +152,9 @@ mod tests {
         let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
         assert!(csp.contains("default-src 'self'") && csp.contains("script-src 'self'"));
         assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
+        // Previews of attachments come from blob: URLs; scripts never do.
+        assert!(csp.contains("img-src 'self' data: blob:"));
+        assert!(!csp.contains("script-src 'self' blob:"));
         let body = to_bytes(res.into_body(), 1 << 20).await.unwrap();
         let html = std::str::from_utf8(&body).unwrap();
         assert!(html.contains(r#"<script type="module" src="/assets/js/main.js">"#));

@@ -93,33 +93,39 @@ export class Api {
     this.#expiresAt = 0;
   }
 
-  /** An authenticated request; a 401 gets one refresh and one retry. */
-  async request(method, path, body) {
+  /**
+   * An authenticated request; a 401 gets one refresh and one retry. `body` is sent as JSON,
+   * except a Blob (a file), which is sent as it is with its own type.
+   */
+  async request(method, path, body, { as = "json" } = {}) {
     try {
-      return await this.#call(method, path, body, true);
+      return await this.#call(method, path, body, true, as);
     } catch (err) {
       if (err.status !== 401 || err.code !== "unauthorized" || !this.#refresh) throw err;
       await this.refresh();
-      return this.#call(method, path, body, true);
+      return this.#call(method, path, body, true, as);
     }
   }
 
-  async #call(method, path, body, authenticated) {
-    const headers = { accept: "application/json" };
-    if (body !== undefined) headers["content-type"] = "application/json";
+  async #call(method, path, body, authenticated, as = "json") {
+    const headers = { accept: as === "json" ? "application/json" : "*/*" };
+    const raw = body instanceof Blob;
+    if (raw) headers["content-type"] = body.type || "application/octet-stream";
+    else if (body !== undefined) headers["content-type"] = "application/json";
     if (authenticated) headers.authorization = `Bearer ${await this.accessToken()}`;
     let response;
     try {
       response = await fetch(path, {
         method,
         headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: body === undefined || raw ? body : JSON.stringify(body),
         credentials: "omit",
         cache: "no-store",
       });
     } catch {
       throw new ApiError(0, "network", "The server cannot be reached. Check your connection.");
     }
+    if (response.ok && as === "blob") return response.blob();
     if (response.status === 204) return null;
     let data = null;
     try {
@@ -152,7 +158,26 @@ export class Api {
   }
 
   addMember(channelId, userId) {
-    return this.request("POST", `/api/v1/channels/${encodeURIComponent(channelId)}/members`, { user_id: userId });
+    return this.request("POST", `${channelPath(channelId)}/members`, { user_id: userId });
+  }
+
+  async members(channelId) {
+    return (await this.request("GET", `${channelPath(channelId)}/members`)).members;
+  }
+
+  /** `{user_id, username}` by id. */
+  user(userId) {
+    return this.request("GET", `/api/v1/users/${encodeURIComponent(userId)}`);
+  }
+
+  /** `{user_id, username}` by username (case-insensitive); 404 when there is none. */
+  userByName(username) {
+    return this.request("GET", `/api/v1/users?${new URLSearchParams({ username })}`);
+  }
+
+  /** Opens (finds or creates) the direct conversation with these users: `{id, created}`. */
+  openDirect(userIds) {
+    return this.request("POST", "/api/v1/dms", { user_ids: userIds });
   }
 
   /** A page of history, oldest first: `{messages, has_more}`. */
@@ -160,11 +185,43 @@ export class Api {
     const query = new URLSearchParams({ limit: String(limit) });
     if (before !== undefined) query.set("before", String(before));
     if (after !== undefined) query.set("after", String(after));
-    return this.request("GET", `/api/v1/channels/${encodeURIComponent(channelId)}/messages?${query}`);
+    return this.request("GET", `${channelPath(channelId)}/messages?${query}`);
+  }
+
+  /** A thread: `{root, replies, has_more}`. */
+  thread(channelId, rootId, { after } = {}) {
+    const query = new URLSearchParams({ limit: "200" });
+    if (after !== undefined) query.set("after", String(after));
+    return this.request("GET", `${channelPath(channelId)}/threads/${encodeURIComponent(rootId)}?${query}`);
+  }
+
+  editMessage(channelId, messageId, body) {
+    return this.request("PATCH", messagePath(channelId, messageId), { body });
+  }
+
+  deleteMessage(channelId, messageId) {
+    return this.request("DELETE", messagePath(channelId, messageId));
+  }
+
+  /** Adds (`on`) or removes the caller's reaction. */
+  react(channelId, messageId, emoji, on) {
+    const path = `${messagePath(channelId, messageId)}/reactions/${encodeURIComponent(emoji)}`;
+    return this.request(on ? "PUT" : "DELETE", path);
   }
 
   markRead(channelId, seq) {
-    return this.request("POST", `/api/v1/channels/${encodeURIComponent(channelId)}/read`, { seq });
+    return this.request("POST", `${channelPath(channelId)}/read`, { seq });
+  }
+
+  /** Uploads a File (its bytes as the body, its type as Content-Type): the FileInfo. */
+  uploadFile(channelId, file) {
+    const query = new URLSearchParams({ name: file.name || "file" });
+    return this.request("POST", `${channelPath(channelId)}/files?${query}`, file);
+  }
+
+  /** A file's bytes as a Blob, fetched with the Authorization header (never a token in a URL). */
+  download(fileId) {
+    return this.request("GET", `/api/v1/files/${encodeURIComponent(fileId)}`, undefined, { as: "blob" });
   }
 
   async search(q, { channel, author } = {}) {
@@ -173,4 +230,12 @@ export class Api {
     if (author) query.set("author", author);
     return (await this.request("GET", `/api/v1/search?${query}`)).messages;
   }
+}
+
+function channelPath(channelId) {
+  return `/api/v1/channels/${encodeURIComponent(channelId)}`;
+}
+
+function messagePath(channelId, messageId) {
+  return `${channelPath(channelId)}/messages/${encodeURIComponent(messageId)}`;
 }

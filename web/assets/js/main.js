@@ -1,21 +1,24 @@
-// Entry point: wires the API, the socket, the store and the views.
-//
-// Future features (threads, reactions, files, presence, direct messages) slot in as a
-// view module under views/, a case in onFrame, and fields in the store.
+// Entry point: wires the API, the socket, the store and the views, and turns server frames
+// (docs/protocol.md) into store changes.
 
 import { Api } from "./api.js";
 import { ChatSocket } from "./socket.js";
 import { Store } from "./store.js";
 import { byId } from "./dom.js";
 import { setupAuth, showAuth } from "./views/auth.js";
+import { setupAttachments } from "./views/attachments.js";
 import { setupChannels, showIdentity } from "./views/channels.js";
+import { setupMembers } from "./views/members.js";
+import { setupMessageItems } from "./views/message-item.js";
 import { setupMessages } from "./views/messages.js";
 import { setupSearch } from "./views/search.js";
+import { setupThread } from "./views/thread.js";
 
-const CHANNEL_POLL_MS = 10_000;
+/** Without a key press or pointer move for this long, the user is away. */
+const IDLE_AFTER_MS = 5 * 60_000;
 
-const store = new Store();
 const api = new Api({ onSessionEnded: () => signOut("Your session has ended. Please log in again.") });
+const store = new Store({ fetchUser: (id) => api.user(id) });
 const socket = new ChatSocket({
   token: async (fresh) => {
     if (fresh) await api.refresh();
@@ -25,19 +28,35 @@ const socket = new ChatSocket({
   onFrame,
   onState: showConnection,
 });
-let pollTimer = null;
 const readInFlight = new Map(); // channel → seq being stored
+let wasOnline = false;
+
+function reading() {
+  return document.visibilityState === "visible" && byId("search-view").hidden;
+}
 
 function onFrame(frame) {
   switch (frame.type) {
     case "message": {
       const { type, ...message } = frame;
-      const reading = document.visibilityState === "visible" && byId("search-view").hidden;
-      store.addMessages(frame.channel, [{ ...message, live: true }], { live: true, reading });
+      store.addMessages(frame.channel, [{ ...message, live: true }], { live: true, reading: reading() });
       store.advanceStream(frame.channel, frame.seq);
-      if (reading && frame.channel === store.activeId) markRead(frame.channel);
+      if (reading() && frame.channel === store.activeId) markRead(frame.channel);
       break;
     }
+    case "message_edited":
+    case "message_deleted":
+    case "reaction_added":
+    case "reaction_removed":
+    case "channel_updated":
+      store.applyEvent(frame);
+      break;
+    case "member_joined":
+    case "member_left":
+      store.applyEvent(frame);
+      // The list from the server has the newcomer's name, role and presence.
+      if (frame.channel === store.activeId || store.channels.get(frame.channel)?.direct) loadMembers(frame.channel);
+      break;
     case "subscribed":
       store.advanceStream(frame.channel, frame.seq);
       break;
@@ -47,11 +66,28 @@ function onFrame(frame) {
         store.addMessages(pending.channel, [{
           id: frame.id, channel: pending.channel, seq: frame.seq, sender: store.me.user_id,
           body: pending.body, client_msg_id: frame.client_msg_id, ts: frame.ts,
+          thread_root: pending.threadRoot ?? undefined, reply_count: 0, last_reply_at: null,
+          attachments: pending.attachments.length ? pending.attachments : undefined,
         }]);
         if (pending.channel === store.activeId) markRead(pending.channel);
       }
       break;
     }
+    case "typing":
+      store.setTyping(frame.channel, frame.user);
+      break;
+    case "receipt":
+      store.setReadPosition(frame.channel, frame.user, frame.seq);
+      break;
+    case "presence":
+      store.setPresence(frame.user, frame.status);
+      break;
+    case "channel_added":
+      if (store.addChannel(frame.channel)) joined(store.channels.get(frame.channel.id));
+      break;
+    case "channel_removed":
+      left(frame.channel);
+      break;
     case "error":
       if (frame.ref && store.pending.has(frame.ref) && frame.code !== "rate_limited") {
         store.failPending(frame.ref, frame.message);
@@ -68,6 +104,10 @@ function showConnection(state) {
   const el = byId("connection-status");
   el.dataset.state = state;
   el.textContent = { online: "Online", connecting: "Connecting…", offline: "Offline, reconnecting…" }[state] ?? state;
+  if (state !== "online") return;
+  // Back after an outage: channel-list changes and presence were not replayed.
+  if (wasOnline) resync().catch(() => {});
+  wasOnline = true;
 }
 
 /** Stores the read position of a channel the reader is looking at (one request at a time). */
@@ -81,9 +121,40 @@ function markRead(channelId) {
   api.markRead(channelId, seq).catch(() => readInFlight.delete(channelId));
 }
 
+function loadMembers(channelId) {
+  return api.members(channelId).then((list) => store.setMembers(channelId, list), () => {});
+}
+
+/** A channel the user is now in: follow it; a conversation needs its members for a name. */
+function joined(channel) {
+  socket.subscribe(channel.id);
+  if (channel.direct) loadMembers(channel.id);
+}
+
+/** The user is no longer in a channel. */
+function left(channelId) {
+  const wasActive = store.activeId === channelId;
+  socket.forgetChannel(channelId);
+  store.removeChannel(channelId);
+  if (wasActive) {
+    const next = store.sortedChannels()[0];
+    if (next) messages.open(next.id);
+    messages.showError("You are no longer a member of that channel.");
+  }
+}
+
 async function refreshChannels() {
+  const before = new Set(store.channels.keys());
   const added = store.setChannels(await api.channels());
-  for (const channel of added) socket.subscribe(channel.id);
+  for (const id of before) if (!store.channels.has(id)) socket.forgetChannel(id);
+  for (const channel of added) joined(channel);
+}
+
+async function resync() {
+  await refreshChannels();
+  for (const channel of store.channels.values()) {
+    if (channel.direct || channel.id === store.activeId) loadMembers(channel.id);
+  }
 }
 
 async function signedIn() {
@@ -91,28 +162,72 @@ async function signedIn() {
   showIdentity(store.me);
   byId("auth-view").hidden = true;
   byId("app-view").hidden = false;
+  wasOnline = false;
   await refreshChannels();
   socket.start();
-  clearInterval(pollTimer);
-  // Membership has no push yet: poll, so channels someone adds us to show up.
-  pollTimer = setInterval(() => refreshChannels().catch(() => {}), CHANNEL_POLL_MS);
   const first = store.sortedChannels()[0];
   if (first) await messages.open(first.id);
   else byId("new-channel-name").focus();
 }
 
 async function signOut(notice) {
-  clearInterval(pollTimer);
   socket.stop();
+  thread.close({ restoreFocus: false });
   await api.logout();
   store.reset();
+  attachments.release();
+  readInFlight.clear();
   byId("channel-list").replaceChildren();
+  byId("dm-list").replaceChildren();
   byId("message-list").replaceChildren();
   showAuth();
   byId("login-error").textContent = notice ?? "";
 }
 
-setupAuth(api, signedIn);
+// ---- Presence: away when the page is hidden or the user idle, online when back ----
+
+let idleTimer = null;
+let lastActivity = 0;
+
+function updatePresence() {
+  clearTimeout(idleTimer);
+  if (!api.signedIn) return;
+  if (document.visibilityState !== "visible") {
+    socket.setPresence("away");
+    return;
+  }
+  socket.setPresence("online");
+  idleTimer = setTimeout(() => socket.setPresence("away"), IDLE_AFTER_MS);
+}
+
+for (const type of ["keydown", "pointerdown", "pointermove", "wheel", "touchstart"]) {
+  document.addEventListener(type, () => {
+    const now = Date.now();
+    if (now - lastActivity < 1_000) return;
+    lastActivity = now;
+    updatePresence();
+  }, { passive: true, capture: true });
+}
+
+document.addEventListener("visibilitychange", () => {
+  updatePresence();
+  if (document.visibilityState !== "visible" || !api.signedIn) return;
+  if (store.activeId) markRead(store.activeId);
+});
+
+// ---- Views ----
+
+setupAuth(api, async () => {
+  await signedIn();
+  updatePresence();
+});
+const attachments = setupAttachments(api);
+const items = setupMessageItems({
+  store,
+  api,
+  attachments,
+  onOpenThread: (root, options) => thread.open(root, options),
+});
 setupChannels({
   store,
   api,
@@ -121,18 +236,28 @@ setupChannels({
     return messages.open(id);
   },
   onCreated: async (id) => {
-    await refreshChannels();
+    if (!store.channels.has(id)) await refreshChannels();
+    search.close();
     await messages.open(id);
   },
 });
-const messages = setupMessages({ store, api, socket, onRead: markRead });
-const search = setupSearch({ store, api, onPick: (id) => messages.open(id) });
+setupMembers({ store, api });
+const messages = setupMessages({ store, api, socket, items, onRead: markRead });
+const thread = setupThread({ store, api, socket, items });
+const search = setupSearch({
+  store,
+  api,
+  onPick: async (m) => {
+    if (store.activeId !== m.channel) await messages.open(m.channel);
+    if (m.thread_root) {
+      const root = store.messageById(m.channel, m.thread_root) ?? { id: m.thread_root, channel: m.channel };
+      await thread.open(root, { highlight: m.seq });
+    } else {
+      await messages.reveal(m.seq);
+    }
+  },
+});
 
 byId("logout-button").addEventListener("click", () => signOut());
-document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState !== "visible" || !api.signedIn) return;
-  if (store.activeId) markRead(store.activeId);
-  refreshChannels().catch(() => {});
-});
 
 showAuth();

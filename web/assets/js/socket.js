@@ -20,6 +20,7 @@ export class ChatSocket {
   #pingTimer = null;
   #lastFrameAt = 0;
   #running = false;
+  #presence = "online"; // what this tab reports: "online" or "away"
 
   /**
    * @param {object} hooks
@@ -40,6 +41,7 @@ export class ChatSocket {
 
   stop() {
     this.#running = false;
+    this.#presence = "online";
     clearTimeout(this.#retryTimer);
     this.#drop(1000);
     this.#channels.clear();
@@ -58,9 +60,19 @@ export class ChatSocket {
     if (this.open) this.#sendSubscribe(channel);
   }
 
-  /** Sends now, or at the next connection; safe to repeat with the same id. */
-  publish(channel, body, clientMsgId) {
+  /** Stops following a channel the user left (the server has already unsubscribed). */
+  forgetChannel(channel) {
+    this.#channels.delete(channel);
+  }
+
+  /**
+   * Sends now, or at the next connection; safe to repeat with the same id. `threadRoot`
+   * makes it a reply; `attachments` are ids of files the sender uploaded to the channel.
+   */
+  publish(channel, body, clientMsgId, { threadRoot, attachments } = {}) {
     const frame = { type: "publish", channel, body, client_msg_id: clientMsgId };
+    if (threadRoot) frame.thread_root = threadRoot;
+    if (attachments?.length) frame.attachments = attachments;
     this.#unacked.set(clientMsgId, frame);
     if (this.open) this.#send(frame);
   }
@@ -68,6 +80,18 @@ export class ChatSocket {
   /** Forgets a publish the server refused for good. */
   forget(clientMsgId) {
     this.#unacked.delete(clientMsgId);
+  }
+
+  /** "The user is typing here": passing, so it is dropped when offline. */
+  typing(channel) {
+    if (this.open && this.#channels.has(channel)) this.#send({ type: "typing", channel });
+  }
+
+  /** "online" or "away"; sent now and again after each reconnection. */
+  setPresence(status) {
+    if (status === this.#presence) return;
+    this.#presence = status;
+    if (this.open) this.#send({ type: "presence", status });
   }
 
   async #connect(freshToken) {
@@ -122,6 +146,8 @@ export class ChatSocket {
         this.#attempt = 0;
         this.#failuresSinceWelcome = 0;
         this.hooks.onState("online");
+        // A new connection counts as online: say so if this tab is idle.
+        if (this.#presence !== "online") this.#send({ type: "presence", status: this.#presence });
         for (const channel of this.#channels) this.#sendSubscribe(channel);
         for (const publish of this.#unacked.values()) this.#send(publish);
         clearInterval(this.#pingTimer);
@@ -129,6 +155,9 @@ export class ChatSocket {
         break;
       case "ack":
         this.#unacked.delete(frame.client_msg_id);
+        break;
+      case "unsubscribed":
+        this.#channels.delete(frame.channel);
         break;
       case "error":
         if (frame.ref && this.#unacked.has(frame.ref) && frame.code === "rate_limited") {

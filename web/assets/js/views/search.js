@@ -1,8 +1,7 @@
 // Search: results replace the conversation until closed; picking one opens its channel
-// and highlights the message when it is loaded.
+// (and its thread, for a reply) and highlights the message.
 
 import { byId, h, timeEl } from "../dom.js";
-import { senderName } from "../store.js";
 
 export function setupSearch({ store, api, onPick }) {
   const form = byId("search-form");
@@ -29,10 +28,13 @@ export function setupSearch({ store, api, onPick }) {
       status.textContent = found.length === 1 ? "1 message found." : `${found.length} messages found.`;
       results.replaceChildren(...found.map((m) => {
         const channel = store.channels.get(m.channel);
+        const where = !channel ? "a channel" : channel.direct ? store.channelName(channel) : `#${channel.name}`;
         return h("li", {},
           h("button", { type: "button", dataset: { channel: m.channel, seq: m.seq }, onclick: () => pick(m) },
             h("span", { class: "meta" },
-              `${channel ? `#${channel.name}` : "a channel"} · ${senderName(store, m.sender)} · `, timeEl(m.ts)),
+              `${where}${m.thread_root ? " (thread)" : ""} · `,
+              h("span", { class: "sender", dataset: { user: m.sender } }, store.userName(m.sender)),
+              " · ", timeEl(m.ts)),
             h("span", { class: "body" }, m.body)));
       }));
       results.querySelector("button")?.focus();
@@ -43,14 +45,12 @@ export function setupSearch({ store, api, onPick }) {
 
   async function pick(m) {
     show(false);
-    await onPick(m.channel);
-    const li = byId("message-list").querySelector(`li[data-seq="${Number(m.seq)}"]`);
-    if (li) {
-      li.classList.add("highlight");
-      li.scrollIntoView({ block: "center" });
-      setTimeout(() => li.classList.remove("highlight"), 3000);
-    }
+    await onPick(m);
   }
+
+  store.addEventListener("people", () => {
+    for (const el of results.querySelectorAll(".sender[data-user]")) el.textContent = store.userName(el.dataset.user);
+  });
 
   byId("search-close").addEventListener("click", () => {
     show(false);
