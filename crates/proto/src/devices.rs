@@ -106,3 +106,50 @@ pub struct TelemetrySeries {
     pub bucket: i64,
     pub buckets: Vec<TelemetryBucket>,
 }
+
+/// `POST /api/v1/devices/{id}/commands`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SendCommandRequest {
+    /// 1–64 characters of `A-Z a-z 0-9 . _ -`.
+    pub name: String,
+    /// Any JSON (at most 4 KiB serialized); default `null`.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub args: serde_json::Value,
+    /// Seconds the command may wait for an offline device (1 s to 7 days; default 3600).
+    #[serde(default)]
+    pub ttl_secs: Option<u32>,
+}
+
+/// A command and what became of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CommandInfo {
+    pub id: String,
+    pub device_id: String,
+    pub name: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub args: serde_json::Value,
+    /// `queued` (not delivered yet), `delivered`, `completed` (answered) or `expired`.
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub expires_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub delivered_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub completed_at: Option<OffsetDateTime>,
+    /// The device's answer, once completed.
+    #[serde(default)]
+    pub ok: Option<bool>,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub output: Option<serde_json::Value>,
+}

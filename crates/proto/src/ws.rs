@@ -70,6 +70,26 @@ pub enum ClientFrame {
     Presence {
         status: PresenceStatus,
     },
+    /// A user commands one of their devices (or, for administrators, any device); the
+    /// answer is `command_accepted` (with `ref`), later `command_result` from the device.
+    Command {
+        device: String,
+        name: String,
+        #[serde(default)]
+        args: serde_json::Value,
+        /// Seconds the command may wait for an offline device (default 3600).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_secs: Option<u32>,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+    /// A device's answer to `command` `id`.
+    CommandResult {
+        id: String,
+        ok: bool,
+        #[serde(default)]
+        output: serde_json::Value,
+    },
     /// A device's measurements: metric name → finite number.
     Telemetry {
         metrics: BTreeMap<String, f64>,
@@ -211,6 +231,27 @@ pub enum ServerFrame {
     /// Not replayed: the connection's user is no longer a member of `channel`.
     ChannelRemoved {
         channel: String,
+    },
+    /// To a device: run this command and answer with `command_result`. Delivered again
+    /// after a reconnect until answered or expired.
+    Command {
+        id: String,
+        name: String,
+        args: serde_json::Value,
+    },
+    /// The command the user sent (`ref`) is stored as `id` and on its way to `device`.
+    CommandAccepted {
+        id: String,
+        device: String,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+    /// Not replayed: the device answered a command this user sent.
+    CommandResult {
+        id: String,
+        device: String,
+        ok: bool,
+        output: serde_json::Value,
     },
     /// Not replayed: one of the user's devices connected, disconnected or sent a heartbeat.
     DeviceState {

@@ -7,6 +7,7 @@ use unhidra_store::{Command, NewCommand, Result, StoreError};
 use crate::{db, from_ms, from_ms_opt, ms};
 
 type CommandRow = (
+    i64,
     String,
     String,
     String,
@@ -20,7 +21,7 @@ type CommandRow = (
     Option<String>,
 );
 
-const COLUMNS: &str = "id, device_id, sender_id, name, args, created_at, expires_at, \
+const COLUMNS: &str = "seq, id, device_id, sender_id, name, args, created_at, expires_at, \
      delivered_at, completed_at, ok, output";
 
 fn json(raw: &str, id: &str) -> Result<serde_json::Value> {
@@ -28,9 +29,22 @@ fn json(raw: &str, id: &str) -> Result<serde_json::Value> {
 }
 
 fn from_row(row: CommandRow) -> Result<Command> {
-    let (id, device_id, sender_id, name, args, created, expires, delivered, completed, ok, out) =
-        row;
+    let (
+        seq,
+        id,
+        device_id,
+        sender_id,
+        name,
+        args,
+        created,
+        expires,
+        delivered,
+        completed,
+        ok,
+        out,
+    ) = row;
     Ok(Command {
+        seq,
         args: json(&args, &id)?,
         output: out.map(|o| json(&o, &id)).transpose()?,
         id,
@@ -47,10 +61,11 @@ fn from_row(row: CommandRow) -> Result<Command> {
 
 pub(crate) async fn create(writer: &SqlitePool, c: NewCommand) -> Result<Command> {
     let args = c.args.to_string();
-    sqlx::query(
+    let (seq,): (i64,) = sqlx::query_as(
         "INSERT INTO device_commands
              (id, device_id, sender_id, name, args, created_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+         VALUES (?, ?, ?, ?, ?, ?, ?)
+         RETURNING seq",
     )
     .bind(&c.id)
     .bind(&c.device_id)
@@ -59,7 +74,7 @@ pub(crate) async fn create(writer: &SqlitePool, c: NewCommand) -> Result<Command
     .bind(&args)
     .bind(ms(c.created_at))
     .bind(ms(c.expires_at))
-    .execute(writer)
+    .fetch_one(writer)
     .await
     .map_err(|err| match &err {
         sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
@@ -69,6 +84,7 @@ pub(crate) async fn create(writer: &SqlitePool, c: NewCommand) -> Result<Command
         _ => StoreError::backend(err),
     })?;
     Ok(Command {
+        seq,
         id: c.id,
         device_id: c.device_id,
         sender_id: c.sender_id,

@@ -469,6 +469,8 @@ pub struct NewCommand {
 /// A stored command and what became of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
+    /// Increases with every command stored (for any device): the delivery order.
+    pub seq: i64,
     pub id: String,
     pub device_id: String,
     pub sender_id: String,

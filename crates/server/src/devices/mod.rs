@@ -6,6 +6,7 @@
 //! HMAC: microseconds, so ten thousand devices reconnecting at once cost well under a second of
 //! CPU, where a password hash per key would cost minutes.
 
+pub mod commands;
 pub mod ingest;
 pub mod live;
 pub mod routes;

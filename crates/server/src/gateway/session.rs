@@ -201,6 +201,13 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
         _ => None,
     };
     if let Some((device_id, owner)) = &device {
+        // Listen before reading pending commands, so none stored in between is missed.
+        let topic = crate::devices::commands::device_topic(device_id);
+        let receiver = state.gateway.hub.subscribe(&topic);
+        session
+            .subscriptions
+            .insert(topic.clone(), BroadcastStream::new(receiver));
+        session.own_topic = Some(topic);
         let now = state.clock.now();
         let device_state = state.gateway.devices.connect(device_id, owner, now);
         announce_device_state(&state, owner, device_id, device_state);
@@ -286,6 +293,12 @@ impl Session {
         };
         if let Err(end) = self.out.frame(&welcome).await {
             return end;
+        }
+        if let Principal::Device { id } = &self.principal {
+            let id = id.clone();
+            if let Err(end) = self.send_pending_commands(&id).await {
+                return end;
+            }
         }
         loop {
             if let Err(end) = self.out.flush().await {
@@ -480,6 +493,83 @@ impl Session {
                 }
                 Ok(())
             }
+            (
+                ClientFrame::Command {
+                    device,
+                    name,
+                    args,
+                    ttl_secs,
+                    reference,
+                },
+                Principal::User { id },
+            ) => {
+                let order = crate::devices::commands::Order {
+                    device_id: device.clone(),
+                    name,
+                    args,
+                    ttl_secs,
+                };
+                let reference = reference.map(|r| r.chars().take(64).collect::<String>());
+                match crate::devices::commands::send(&self.state, &id, order).await {
+                    Ok(command) => {
+                        self.out
+                            .frame(&ServerFrame::CommandAccepted {
+                                id: command.id,
+                                device: command.device_id,
+                                reference,
+                            })
+                            .await
+                    }
+                    Err(err) => {
+                        if let crate::devices::commands::CommandError::Store(cause) = &err {
+                            tracing::error!(error = %cause, "storing a command failed");
+                        }
+                        let message = match &err {
+                            crate::devices::commands::CommandError::Store(_) => {
+                                "internal error".to_owned()
+                            }
+                            other => other.to_string(),
+                        };
+                        self.out
+                            .error(err.code(), message, reference.or(Some(device)))
+                            .await
+                    }
+                }
+            }
+            (ClientFrame::CommandResult { id, ok, output }, Principal::Device { id: device }) => {
+                match crate::devices::commands::answer(&self.state, &device, &id, ok, output).await
+                {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        self.out
+                            .error(
+                                ErrorCode::NotFound,
+                                "no such command for this device",
+                                Some(id),
+                            )
+                            .await
+                    }
+                    Err(err) => self.store_error(err, id).await,
+                }
+            }
+            (ClientFrame::Command { device, .. }, Principal::Device { .. }) => {
+                self.out
+                    .error(
+                        ErrorCode::Forbidden,
+                        "devices do not send commands",
+                        Some(device),
+                    )
+                    .await
+            }
+            (ClientFrame::CommandResult { id, .. }, Principal::User { .. }) => {
+                self.out
+                    .error(
+                        ErrorCode::Forbidden,
+                        "only devices answer commands",
+                        Some(id),
+                    )
+                    .await
+            }
             (ClientFrame::Typing { channel }, Principal::User { id }) => {
                 self.typing(&id, channel).await
             }
@@ -545,6 +635,63 @@ impl Session {
                     .await
             }
         }
+    }
+
+    /// Sends the device its pending commands, oldest first, and notes where it is.
+    async fn send_pending_commands(&mut self, device_id: &str) -> Result<(), End> {
+        const PAGE: u32 = 256;
+        let topic = crate::devices::commands::device_topic(device_id);
+        let pending = match self
+            .state
+            .store
+            .pending_commands(device_id, self.state.clock.now(), PAGE)
+            .await
+        {
+            Ok(pending) => pending,
+            Err(err) => {
+                tracing::error!(error = %err, "reading pending commands failed");
+                return Err(End::Close(
+                    close::TRY_AGAIN_LATER,
+                    "store unavailable; reconnect later",
+                ));
+            }
+        };
+        // More than a page waiting: the rest follow on the next connection, after these
+        // are answered (a device does not need hundreds of queued commands at once).
+        for command in pending {
+            let frame = crate::devices::commands::device_frame(&command);
+            self.out
+                .feed(Message::Text(chat::frame_text(&frame)))
+                .await?;
+            self.last_sent.insert(topic.clone(), command.seq);
+            self.note_delivered(command.id);
+        }
+        Ok(())
+    }
+
+    /// A command published while the device is connected; skipped if the pending replay
+    /// sent it already.
+    async fn deliver_command(&mut self, topic: &str, delivery: &Delivery) -> Result<(), End> {
+        if delivery.seq <= self.last_sent.get(topic).copied().unwrap_or(0) {
+            return Ok(());
+        }
+        self.out.feed(Message::Text(delivery.frame.clone())).await?;
+        self.last_sent.insert(topic.to_owned(), delivery.seq);
+        if let Ok(ServerFrame::Command { id, .. }) = serde_json::from_str(&delivery.frame) {
+            self.note_delivered(id);
+        }
+        Ok(())
+    }
+
+    /// Records a command's first delivery without holding up the session.
+    fn note_delivered(&self, id: String) {
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let now = state.clock.now();
+            if let Err(err) = state.store.mark_command_delivered(&id, now).await {
+                tracing::warn!(error = %err, "recording a command's delivery failed");
+            }
+        });
     }
 
     /// Validates and stores a device's telemetry; the device hears of anything refused or not
@@ -778,6 +925,11 @@ impl Session {
         if delivery.seq == 0 {
             // A passing frame: no place in the timeline, nothing to order it against.
             return self.out.feed(Message::Text(delivery.frame.clone())).await;
+        }
+        if matches!(self.principal, Principal::Device { .. })
+            && self.own_topic.as_deref() == Some(channel.as_str())
+        {
+            return self.deliver_command(&channel, &delivery).await;
         }
         let last = self.last_sent.get(&channel).copied().unwrap_or(0);
         if delivery.seq <= last {

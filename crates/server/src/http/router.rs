@@ -81,6 +81,8 @@ fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(devices::routes::get, devices::routes::revoke))
         .routes(routes!(devices::routes::whoami))
         .routes(routes!(devices::telemetry_routes::series))
+        .routes(routes!(devices::commands::create))
+        .routes(routes!(devices::commands::get))
         .routes(routes!(chat::routes::create, chat::routes::list))
         .routes(routes!(chat::routes::update))
         .routes(routes!(chat::routes::add_member, chat::routes::members))

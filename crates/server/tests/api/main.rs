@@ -11,6 +11,7 @@ mod helpers;
 
 mod accounts;
 mod chat;
+mod commands;
 mod devices;
 mod edge;
 mod events;
