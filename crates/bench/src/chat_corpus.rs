@@ -36,6 +36,7 @@ use unhidra_store::{NewChannel, NewMessage, Store};
 use unhidra_store_sqlite::SqliteStore;
 
 use crate::api::PASSWORD;
+use crate::server_process::Usage;
 use crate::stats::per_second;
 
 /// Words of a message at most (the length is skewed towards short messages).
@@ -433,6 +434,9 @@ pub struct Seeded {
     /// Appending the messages.
     pub append_secs: f64,
     pub appends_per_sec: f64,
+    /// CPU time of this process (which runs the store) while appending.
+    #[serde(default)]
+    pub append_cpu_secs: f64,
     pub seed_tasks: u32,
     /// Index 0 is the reader, a member of every channel.
     pub users: Vec<SeedUser>,
@@ -604,6 +608,7 @@ pub async fn generate(
         step: span / (design.messages.max(1) as f64),
         design,
     });
+    let cpu_before = Usage::own().unwrap_or_default();
     let mut tasks = Vec::new();
     for _ in 0..args.seed_tasks {
         tasks.push(tokio::spawn(append_some(Arc::clone(&shared))));
@@ -619,6 +624,7 @@ pub async fn generate(
         return Err(err);
     }
     let append_secs = shared.started.elapsed().as_secs_f64();
+    let append_cpu_secs = Usage::own().unwrap_or_default().cpu_secs - cpu_before.cpu_secs;
     let messages = shared.design.messages;
 
     for (channel, count) in channels.iter_mut().zip(&shared.per_channel) {
@@ -658,6 +664,7 @@ pub async fn generate(
         users_secs,
         append_secs,
         appends_per_sec: per_second(messages, std::time::Duration::from_secs_f64(append_secs)),
+        append_cpu_secs,
         seed_tasks: args.seed_tasks,
         users,
         channels,

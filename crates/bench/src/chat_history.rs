@@ -567,8 +567,12 @@ impl fmt::Display for ChatHistoryReport {
         writeln!(
             f,
             "    appended through Store::append_message by {} tasks in {:.1} s: {:.0} \
-             messages/s (users: {:.1} s)",
-            c.seed_tasks, c.append_secs, c.appends_per_sec, c.users_secs
+             messages/s, {:.2} cores of this process (which runs the store); users: {:.1} s",
+            c.seed_tasks,
+            c.append_secs,
+            c.appends_per_sec,
+            c.append_cpu_secs / c.append_secs.max(1e-9),
+            c.users_secs
         )?;
         let sizes: Vec<String> = c
             .channels
