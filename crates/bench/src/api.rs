@@ -3,7 +3,7 @@
 //! Setup calls (`register`, `login`, `create_device`, `create_channel`, `add_member`) fail with the server's error body. The
 //! measured calls (`login_status`, `device_status`, `get_status`) return only the status, or
 //! `None` when no response came, after reading the whole body, so a sample's latency covers the
-//! full response.
+//! full response; `get_authed` returns the body too.
 
 use anyhow::{bail, Context};
 use reqwest::{Client, RequestBuilder, StatusCode};
@@ -167,6 +167,26 @@ impl Api {
     /// `GET path`, measured.
     pub async fn get_status(&self, path: &str) -> Option<u16> {
         status_of(self.http.get(self.url(path))).await
+    }
+
+    /// `GET path?query` with an access token, measured: the status and the whole body.
+    pub async fn get_authed(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        access: &str,
+    ) -> Option<(u16, Vec<u8>)> {
+        let response = self
+            .http
+            .get(self.url(path))
+            .query(query)
+            .bearer_auth(access)
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.ok()?;
+        Some((status, body.to_vec()))
     }
 
     fn login_request(&self, username: &str, password: &str) -> RequestBuilder {

@@ -118,6 +118,16 @@ impl Bench {
         config: Config,
         connections: u64,
     ) -> anyhow::Result<Self> {
+        Self::start_on(args, config, connections, None).await
+    }
+
+    /// Like [`start`](Self::start), on a data dir the caller prepared when one is given.
+    pub async fn start_on(
+        args: &GatewayArgs,
+        config: Config,
+        connections: u64,
+        data_dir: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let load_average_before = load_average();
         let raised = ensure_open_files(connections + FD_HEADROOM)?;
         let binary = match &args.unhidra_bin {
@@ -127,7 +137,7 @@ impl Bench {
         let channel_buffer = config.gateway.channel_buffer;
         let max_message_bytes = config.gateway.max_message_bytes;
         let ping_interval_ms = config.gateway.ping_interval_ms;
-        let server = ServerProcess::start(&binary, config, &args.server_env).await?;
+        let server = ServerProcess::start_on(&binary, config, &args.server_env, data_dir).await?;
         let connector = Connector::new(
             server.api,
             args.source_addrs,

@@ -11,25 +11,25 @@
 //! any close frame (1013: fell more than `gateway.channel_buffer` behind). The server's CPU
 //! time and resident memory are read from `/proc/<pid>` before and after.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use futures::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::sync::Semaphore;
 use tokio::time::Instant as TokioInstant;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::chat_traffic::{
+    publish, receive, summarise_delivery, summarise_publish, Delivery, Listen, Plan, Publish,
+};
 use crate::gateway::{channel_with_members, mib, users, Bench, GatewayArgs, GatewayServerInfo};
 use crate::gateway_idle::subscribe;
 use crate::server_process::{bench_config, Usage};
-use crate::stats::{per_second, LatencySummary};
 use crate::workers;
-use crate::ws_client::{close_code, Credential, Failure, Failures, Incoming, Ws};
+use crate::ws_client::{Credential, Failure, Failures};
 
 /// The most deliveries one run may expect (latency samples are kept in memory, 8 bytes each).
 const MAX_DELIVERIES: u64 = 50_000_000;
@@ -102,37 +102,6 @@ pub struct FanoutReport {
     /// After one scrape of /metrics once the run was over.
     pub server_rss_after_scrape_kib: u64,
     pub shutdown_secs: f64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Publish {
-    pub sent: u64,
-    pub acked: u64,
-    /// Refusals by error code.
-    pub errors: BTreeMap<String, u64>,
-    pub wall_secs: f64,
-    pub per_sec: f64,
-    /// Publish to ack (the message is stored and handed to the hub).
-    pub ack_latency: LatencySummary,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Delivery {
-    pub expected: u64,
-    pub received: u64,
-    /// First publish to last delivery.
-    pub wall_secs: f64,
-    pub per_sec: f64,
-    /// Publish (send time at the publisher) to receipt at the subscriber.
-    pub latency: LatencySummary,
-    /// Subscribers closed by the server, by close code (0: without a close frame).
-    pub closed: BTreeMap<u16, u64>,
-    /// Subscribers that closed with 1013 (fell behind by more than channel_buffer).
-    pub closed_1013: u64,
-    /// Subscribers still waiting for deliveries at the timeout.
-    pub timed_out: u64,
-    /// Deliveries out of seq order, repeated, or after a gap.
-    pub out_of_order: u64,
 }
 
 pub async fn run(args: GatewayFanoutArgs) -> anyhow::Result<FanoutReport> {
@@ -215,9 +184,16 @@ async fn measure(args: &GatewayFanoutArgs, bench: &Bench) -> anyhow::Result<Fano
     let base = Instant::now();
     let deadline = TokioInstant::now() + Duration::from_secs(args.timeout_secs);
     let total = u64::from(args.messages);
+    let listen = Listen {
+        expected: Some(total),
+        stop: CancellationToken::new(),
+        deadline,
+        delivered: Arc::new(AtomicU64::new(0)),
+    };
     let mut receivers = Vec::new();
     for (ws, seq) in subscribers {
-        receivers.push(tokio::spawn(receive(ws, seq, total, base, deadline)));
+        let seqs = HashMap::from([(channel.clone(), seq)]);
+        receivers.push(tokio::spawn(receive(ws, seqs, listen.clone(), base)));
     }
     let scraping = CancellationToken::new();
     let scraper = (args.scrape_every_ms > 0).then(|| {
@@ -236,8 +212,9 @@ async fn measure(args: &GatewayFanoutArgs, bench: &Bench) -> anyhow::Result<Fano
     for (p, ws) in (0u32..).zip(publishers) {
         let plan = Plan {
             publisher: p,
-            channel: channel.clone(),
+            channels: vec![channel.clone()],
             count: count(p),
+            stop_sending: deadline,
             interval: (args.rate > 0).then(|| {
                 Duration::from_secs_f64(f64::from(args.publishers) / f64::from(args.rate))
             }),
@@ -309,214 +286,6 @@ fn window(args: &GatewayFanoutArgs) -> u32 {
     args.window.unwrap_or(if args.rate == 0 { 1 } else { 256 })
 }
 
-/// What one publisher sends.
-struct Plan {
-    publisher: u32,
-    channel: String,
-    count: u64,
-    /// Time between two sends; `None`: as fast as the window allows.
-    interval: Option<Duration>,
-    window: u32,
-    body_bytes: usize,
-}
-
-#[derive(Debug, Default)]
-struct Published {
-    sent: u64,
-    acked: u64,
-    errors: BTreeMap<String, u64>,
-    ack_latencies: Vec<Duration>,
-    /// Offsets from `base`.
-    first_send: Option<Duration>,
-    last_send: Option<Duration>,
-}
-
-/// The body of a message sent `sent` after `base`: the offset in nanoseconds as 16 hex
-/// digits, a space, and padding up to `bytes`.
-fn body(sent: Duration, bytes: usize) -> String {
-    let nanos = u64::try_from(sent.as_nanos()).unwrap_or(u64::MAX);
-    let mut body = format!("{nanos:016x} ");
-    let pad = bytes.saturating_sub(body.len());
-    body.extend(std::iter::repeat_n('x', pad));
-    body
-}
-
-/// The send offset a body carries.
-fn sent_offset(body: &str) -> Option<Duration> {
-    let hex = body.get(..16)?;
-    u64::from_str_radix(hex, 16).ok().map(Duration::from_nanos)
-}
-
-async fn publish(ws: Ws, plan: Plan, base: Instant, deadline: TokioInstant) -> Published {
-    let (mut sink, mut stream) = ws.split();
-    let window = Semaphore::new(plan.window as usize);
-    let sent_at: Mutex<Vec<Option<Duration>>> = Mutex::new(vec![None; plan.count as usize]);
-    let prefix = format!("p{}-", plan.publisher);
-    let start = TokioInstant::now();
-
-    let send = async {
-        let (mut sent, mut first, mut last) = (0u64, None, None);
-        for i in 0..plan.count {
-            if let Some(interval) = plan.interval {
-                let due = start + interval.mul_f64(i as f64);
-                if due > deadline {
-                    break;
-                }
-                tokio::time::sleep_until(due).await;
-            }
-            match tokio::time::timeout_at(deadline, window.acquire()).await {
-                Ok(Ok(permit)) => permit.forget(),
-                _ => break,
-            }
-            let now = base.elapsed();
-            // Written as JSON directly (the documented wire form), not through the proto
-            // types, so the tool keeps building while optional fields are added to them.
-            let frame = serde_json::json!({
-                "type": "publish",
-                "channel": plan.channel,
-                "body": body(now, plan.body_bytes),
-                "client_msg_id": format!("{prefix}{i}"),
-            });
-            let text = frame.to_string();
-            if let Some(slot) = sent_at
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_mut(i as usize)
-            {
-                *slot = Some(now);
-            }
-            if sink.send(Message::text(text)).await.is_err() {
-                break;
-            }
-            sent += 1;
-            first.get_or_insert(now);
-            last = Some(now);
-        }
-        (sent, first, last)
-    };
-
-    let acks = async {
-        let (mut acked, mut errors) = (0u64, BTreeMap::<String, u64>::new());
-        let mut latencies = Vec::with_capacity(plan.count as usize);
-        while acked + errors.values().sum::<u64>() < plan.count {
-            let message = match tokio::time::timeout_at(deadline, stream.next()).await {
-                Ok(Some(Ok(message))) => message,
-                _ => break,
-            };
-            let Message::Text(text) = message else {
-                if close_code(&message).is_some() {
-                    break;
-                }
-                continue;
-            };
-            let Some(frame) = Incoming::parse(&text) else {
-                continue;
-            };
-            let now = base.elapsed();
-            let index = frame
-                .client_msg_id
-                .as_deref()
-                .and_then(|id| id.strip_prefix(&prefix))
-                .and_then(|i| i.parse::<usize>().ok());
-            match frame.kind.as_ref() {
-                "ack" => {
-                    acked += 1;
-                    let sent = index.and_then(|i| {
-                        sent_at
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get(i)
-                            .copied()
-                            .flatten()
-                    });
-                    if let Some(sent) = sent {
-                        latencies.push(now.saturating_sub(sent));
-                    }
-                }
-                "error" => {
-                    let code = frame.code.as_deref().unwrap_or("?").to_owned();
-                    *errors.entry(code).or_default() += 1;
-                }
-                _ => continue,
-            }
-            window.add_permits(1);
-        }
-        (acked, errors, latencies)
-    };
-
-    let ((sent, first_send, last_send), (acked, errors, ack_latencies)) =
-        futures::join!(send, acks);
-    Published {
-        sent,
-        acked,
-        errors,
-        ack_latencies,
-        first_send,
-        last_send,
-    }
-}
-
-#[derive(Debug, Default)]
-struct Received {
-    /// Publish→receipt, in nanoseconds.
-    latencies_ns: Vec<u64>,
-    out_of_order: u64,
-    closed: Option<u16>,
-    timed_out: bool,
-    /// Offset from `base` of the last delivery.
-    last_at: Option<Duration>,
-}
-
-async fn receive(
-    mut ws: Ws,
-    mut seq: i64,
-    expected: u64,
-    base: Instant,
-    deadline: TokioInstant,
-) -> Received {
-    let mut out = Received {
-        latencies_ns: Vec::with_capacity(expected as usize),
-        ..Received::default()
-    };
-    while (out.latencies_ns.len() as u64) < expected {
-        let message = match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => {
-                out.timed_out = true;
-                break;
-            }
-            Ok(Some(Ok(message))) => message,
-            Ok(Some(Err(_)) | None) => {
-                out.closed = Some(0);
-                break;
-            }
-        };
-        let Message::Text(text) = &message else {
-            if let Some(code) = close_code(&message) {
-                out.closed = Some(code);
-                break;
-            }
-            continue;
-        };
-        let now = base.elapsed();
-        let Some(frame) = Incoming::parse(text) else {
-            continue;
-        };
-        if frame.kind != "message" {
-            continue;
-        }
-        let got = frame.seq.unwrap_or(0);
-        if got != seq + 1 {
-            out.out_of_order += 1;
-        }
-        seq = seq.max(got);
-        let sent = frame.body.as_deref().and_then(sent_offset).unwrap_or(now);
-        out.latencies_ns
-            .push(u64::try_from(now.saturating_sub(sent).as_nanos()).unwrap_or(u64::MAX));
-        out.last_at = Some(now);
-    }
-    out
-}
-
 async fn scrape(url: String, every: Duration, stop: CancellationToken, deadline: TokioInstant) {
     let http = reqwest::Client::new();
     let mut tick = tokio::time::interval(every);
@@ -530,67 +299,6 @@ async fn scrape(url: String, every: Duration, stop: CancellationToken, deadline:
                 }
             }
         }
-    }
-}
-
-fn summarise_publish(published: &[Published]) -> Publish {
-    let sent = published.iter().map(|p| p.sent).sum();
-    let first = published.iter().filter_map(|p| p.first_send).min();
-    let last = published.iter().filter_map(|p| p.last_send).max();
-    let wall = match (first, last) {
-        (Some(first), Some(last)) => last.saturating_sub(first),
-        _ => Duration::ZERO,
-    };
-    let mut errors = BTreeMap::new();
-    for p in published {
-        for (code, n) in &p.errors {
-            *errors.entry(code.clone()).or_default() += n;
-        }
-    }
-    Publish {
-        sent,
-        acked: published.iter().map(|p| p.acked).sum(),
-        errors,
-        wall_secs: wall.as_secs_f64(),
-        // n sends span n − 1 intervals.
-        per_sec: per_second(sent.saturating_sub(1), wall),
-        ack_latency: LatencySummary::of(
-            published
-                .iter()
-                .flat_map(|p| p.ack_latencies.iter().copied())
-                .collect(),
-        ),
-    }
-}
-
-fn summarise_delivery(received: Vec<Received>, expected: u64, first_send: Duration) -> Delivery {
-    let mut closed = BTreeMap::new();
-    let (mut timed_out, mut out_of_order, mut count) = (0, 0, 0u64);
-    let mut last = first_send;
-    let mut latencies = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
-    for r in received {
-        if let Some(code) = r.closed {
-            *closed.entry(code).or_insert(0u64) += 1;
-        }
-        timed_out += u64::from(r.timed_out);
-        out_of_order += r.out_of_order;
-        count += r.latencies_ns.len() as u64;
-        if let Some(at) = r.last_at {
-            last = last.max(at);
-        }
-        latencies.extend(r.latencies_ns.into_iter().map(Duration::from_nanos));
-    }
-    let wall = last.saturating_sub(first_send);
-    Delivery {
-        expected,
-        received: count,
-        wall_secs: wall.as_secs_f64(),
-        per_sec: per_second(count, wall),
-        latency: LatencySummary::of(latencies),
-        closed_1013: closed.get(&1013).copied().unwrap_or(0),
-        closed,
-        timed_out,
-        out_of_order,
     }
 }
 
@@ -608,7 +316,12 @@ pub fn check(report: &FanoutReport) -> anyhow::Result<()> {
             report.publish.errors
         );
     }
-    if d.received != d.expected || !d.closed.is_empty() || d.timed_out > 0 || d.out_of_order > 0 {
+    if d.received != d.expected
+        || !d.closed.is_empty()
+        || d.timed_out > 0
+        || d.out_of_order > 0
+        || d.unexpected > 0
+    {
         bail!(
             "received {} of {} deliveries; closed {:?}; timed out {}; out of order {}",
             d.received,
@@ -715,20 +428,5 @@ impl fmt::Display for FanoutReport {
             self.shutdown_secs
         )?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bodies_carry_their_send_time_and_size() {
-        let sent = Duration::from_nanos(123_456_789);
-        let b = body(sent, 100);
-        assert_eq!(b.len(), 100);
-        assert_eq!(sent_offset(&b), Some(sent));
-        assert_eq!(body(sent, 17).len(), 17);
-        assert_eq!(sent_offset("nope"), None);
     }
 }

@@ -4,10 +4,15 @@
 //! The HTTP benchmarks start their own server in-process (see [`target`]) unless pointed at a
 //! running one; the gateway benchmarks, which hold thousands of connections, run the `unhidra`
 //! binary as a separate process (see [`server_process`]) and read its memory and CPU from
-//! `/proc`. Each drives the server over loopback and returns a report that prints as a human
-//! summary or serialises to JSON. Every loop is bounded by a count or a duration.
+//! `/proc`; so do the chat benchmarks, which first write a large history into the data dir
+//! through the store (see [`chat_corpus`]). Each drives the server over loopback and returns
+//! a report that prints as a human summary or serialises to JSON. Every loop is bounded by a count or a duration.
 
 pub mod api;
+pub mod chat_corpus;
+pub mod chat_history;
+pub mod chat_throughput;
+pub mod chat_traffic;
 pub mod cpu;
 pub mod device_keys;
 pub mod gateway;

@@ -10,11 +10,14 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 use unhidra_bench::cpu::{CLIENT_THREAD, SERVER_THREAD};
-use unhidra_bench::{device_keys, gateway_fanout, gateway_idle, gateway_reconnect, login_flood};
+use unhidra_bench::{
+    chat_history, chat_throughput, device_keys, gateway_fanout, gateway_idle, gateway_reconnect,
+    login_flood,
+};
 
 /// Benchmarks of the Unhidra server. Each starts a server on 127.0.0.1 with a fresh temporary
 /// data dir and its rate limits raised (all load comes from loopback): in-process for the HTTP
-/// benchmarks, as a separate `unhidra serve` process for the gateway ones. It loads the server,
+/// benchmarks, as a separate `unhidra serve` process for the gateway and chat ones. It loads the server,
 /// prints a summary and stops it.
 #[derive(Debug, Parser)]
 #[command(name = "unhidra-bench", version)]
@@ -38,6 +41,10 @@ enum Command {
     GatewayFanout(gateway_fanout::GatewayFanoutArgs),
     /// --devices devices reconnecting over WebSocket at once: time until all are welcomed.
     GatewayReconnect(gateway_reconnect::GatewayReconnectArgs),
+    /// History pages and search over --messages generated messages (default a million).
+    ChatHistory(chat_history::ChatHistoryArgs),
+    /// --channels active channels with a few subscribers each: messages and deliveries/s.
+    ChatThroughput(chat_throughput::ChatThroughputArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,6 +98,16 @@ fn main() -> anyhow::Result<()> {
                 let report = gateway_reconnect::run(args).await?;
                 output(&report, cli.json)?;
                 gateway_reconnect::check(&report)
+            }
+            Command::ChatHistory(args) => {
+                let report = chat_history::run(args).await?;
+                output(&report, cli.json)?;
+                chat_history::check(&report)
+            }
+            Command::ChatThroughput(args) => {
+                let report = chat_throughput::run(args).await?;
+                output(&report, cli.json)?;
+                chat_throughput::check(&report)
             }
         }
     });

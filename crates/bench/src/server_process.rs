@@ -96,8 +96,19 @@ impl ServerProcess {
     /// logs at `warn` to a file in the temporary dir, shown if it fails.
     pub async fn start(
         binary: &Path,
+        config: Config,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        Self::start_on(binary, config, env, None).await
+    }
+
+    /// Like [`start`](Self::start), but on `data_dir` when given: a data dir the caller
+    /// prepared (and keeps; it is not removed when the server stops).
+    pub async fn start_on(
+        binary: &Path,
         mut config: Config,
         env: &[(String, String)],
+        data_dir: Option<&Path>,
     ) -> anyhow::Result<Self> {
         if !binary.is_file() {
             bail!(
@@ -107,7 +118,10 @@ impl ServerProcess {
             );
         }
         let dir = tempfile::tempdir().context("creating a temporary dir")?;
-        config.data_dir = dir.path().join("data");
+        config.data_dir = match data_dir {
+            Some(data_dir) => data_dir.to_owned(),
+            None => dir.path().join("data"),
+        };
         config.listen = free_port()?;
         config.metrics_listen = free_port()?;
         let config_path = dir.path().join("unhidra.toml");

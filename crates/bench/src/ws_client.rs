@@ -192,6 +192,8 @@ pub struct Incoming<'a> {
     #[serde(default)]
     pub seq: Option<i64>,
     #[serde(default, borrow)]
+    pub channel: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
     pub body: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub client_msg_id: Option<Cow<'a, str>>,
@@ -227,6 +229,7 @@ mod tests {
         .unwrap();
         assert_eq!(m.kind, "message");
         assert_eq!(m.seq, Some(7));
+        assert_eq!(m.channel.as_deref(), Some("c"));
         assert_eq!(m.body.as_deref(), Some("123 x"));
         let w = Incoming::parse(
             r#"{"type":"welcome","connection_id":"x","principal":{"kind":"user","id":"u"},"max_message_bytes":65536}"#,
