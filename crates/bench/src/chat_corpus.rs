@@ -32,7 +32,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use unhidra_server::{admin, paths, Config};
-use unhidra_store::{NewChannel, NewMessage, Store};
+use unhidra_store::{Actor, NewChannel, NewMessage, Store};
 use unhidra_store_sqlite::SqliteStore;
 
 use crate::api::PASSWORD;
@@ -488,6 +488,8 @@ fn new_message(
         body,
         created_at,
         thread_root_id,
+        mentions: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 
@@ -573,7 +575,14 @@ pub async fn generate(
         for u in &members {
             let user = users.get(*u).context("no such user")?;
             store
-                .add_member(&channel.id, &user.id, start_time)
+                .add_member(
+                    &channel.id,
+                    &user.id,
+                    &Actor {
+                        user_id: user.id.clone(),
+                        at: start_time,
+                    },
+                )
                 .await
                 .context("adding a member")?;
         }
