@@ -208,6 +208,9 @@ fn role(raw: &str) -> Result<Role> {
     Role::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("role {raw:?}")))
 }
 
+/// How many of the newest matches a search ranks by relevance.
+const RANKED: u32 = 2000;
+
 /// Turns user input into an FTS5 query of plain words, all required: every word is quoted,
 /// so operators and syntax in the input cannot break or widen the query.
 fn fts_words(text: &str) -> Option<String> {
@@ -971,20 +974,28 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         };
         let columns = message_columns_of_m();
+        // Relevance is computed for the newest matches only: ranking every match of a common
+        // word costs seconds at a million messages (docs/benchmarks.md), while walking the
+        // matches newest first and stopping after RANKED costs milliseconds. Membership and
+        // the filters apply during that walk, so they never empty a page that has hits.
         let rows: Vec<MessageRow> = sqlx::query_as(&format!(
-            "SELECT {columns} FROM messages_fts f
-             JOIN messages m ON m.search_rowid = f.rowid
-             JOIN channel_members cm ON cm.channel_id = m.channel_id AND cm.user_id = ?
-             WHERE messages_fts MATCH ?
-               AND (? IS NULL OR m.channel_id = ?)
-               AND (? IS NULL OR m.sender_id = ?)
-             ORDER BY f.rank LIMIT ?"
+            "SELECT {columns}
+             FROM (SELECT f.rank AS score, f.message_id AS mid
+                   FROM messages_fts f
+                   WHERE messages_fts MATCH ?1
+                     AND f.channel_id IN (SELECT channel_id FROM channel_members WHERE user_id = ?2)
+                     AND (?3 IS NULL OR f.channel_id = ?3)
+                     AND (?4 IS NULL OR EXISTS (SELECT 1 FROM messages s
+                                                WHERE s.id = f.message_id AND s.sender_id = ?4))
+                   ORDER BY f.rowid DESC
+                   LIMIT {RANKED}) AS hits
+             JOIN messages m ON m.id = hits.mid
+             ORDER BY hits.score
+             LIMIT ?5"
         ))
-        .bind(&query.user_id)
         .bind(&words)
+        .bind(&query.user_id)
         .bind(&query.channel_id)
-        .bind(&query.channel_id)
-        .bind(&query.sender_id)
         .bind(&query.sender_id)
         .bind(i64::from(query.limit))
         .fetch_all(&self.reader)

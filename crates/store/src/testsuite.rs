@@ -45,6 +45,7 @@ macro_rules! store_testsuite {
             the_timeline_replays_messages_and_events_in_seq_order,
             channel_peers_are_everyone_sharing_a_channel,
             search_finds_only_readable_messages,
+            search_keeps_older_readable_hits_behind_many_newer_unreadable_ones,
             replies_form_one_level_threads_counted_on_their_root,
             direct_conversations_are_found_by_their_members,
             files_are_recorded_per_upload_in_existing_channels,
@@ -1775,4 +1776,41 @@ pub async fn commands_are_pending_in_order_until_answered_or_expired(store: &dyn
         store.pending_commands(&d.id, later, 10).await.unwrap()[0].id,
         third.id
     );
+}
+
+pub async fn search_keeps_older_readable_hits_behind_many_newer_unreadable_ones(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let shared = channel(store, &alice, "shared").await;
+    let secret = channel(store, &alice, "secret").await;
+    store
+        .add_member(&shared.id, &bob.id, &by(&bob))
+        .await
+        .unwrap();
+    store
+        .append_message(msg(&shared, &alice, "old", "standup at noon"))
+        .await
+        .unwrap();
+    store
+        .append_message(msg(&shared, &bob, "bobs", "noon works"))
+        .await
+        .unwrap();
+    // More newer matches than a search ranks, all where bob cannot read.
+    let appends = (0..2100).map(|i| {
+        let m = msg(&secret, &alice, &format!("s{i}"), "secret noon meeting");
+        async move { store.append_message(m).await.unwrap() }
+    });
+    futures::future::join_all(appends).await;
+
+    let found = store.search_messages(search(&bob, "noon")).await.unwrap();
+    let mut ids: Vec<&str> = found.iter().map(|m| m.client_msg_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["bobs", "old"]);
+    let by_author = SearchQuery {
+        sender_id: Some(bob.id.clone()),
+        ..search(&alice, "noon")
+    };
+    let found = store.search_messages(by_author).await.unwrap();
+    assert_eq!(found.len(), 1, "the author filter applies before the cut");
+    assert_eq!(found[0].client_msg_id, "bobs");
 }
