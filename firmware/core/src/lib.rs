@@ -23,4 +23,4 @@ pub use commands::{Answer, HandlerResult};
 pub use device::{Action, Config, Device, Disconnect, State, Stats, TelemetryError};
 pub use outbox::Outbox;
 pub use rng::{Rng, SplitMix64};
-pub use unhidra_proto;
+pub use {time, unhidra_proto};
