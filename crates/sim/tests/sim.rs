@@ -1,0 +1,231 @@
+//! A simulated device against the real server: its telemetry is stored, and commands, one
+//! queued before it connects and one sent while it runs, are answered.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use unhidra_server::{Config, Listeners};
+use unhidra_sim::{run, SimConfig};
+
+struct Server {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn spawn_server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = api.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            unhidra_server::launch(config, Listeners { api, metrics: None }, shutdown)
+                .await
+                .unwrap();
+        }
+    });
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await {
+            if r.status().is_success() {
+                return Server {
+                    addr,
+                    shutdown,
+                    task,
+                    _dir: dir,
+                };
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("server did not become ready");
+}
+
+async fn post(client: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> Value {
+    let mut request = client.post(url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let r = request.send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    r.json().await.unwrap()
+}
+
+async fn get(client: &reqwest::Client, url: String, token: &str) -> Value {
+    let r = client.get(url).bearer_auth(token).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    r.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_device_stores_telemetry_and_answers_commands() {
+    let server = spawn_server().await;
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let password = "correct horse battery staple";
+    post(
+        &client,
+        format!("{base}/api/v1/auth/register"),
+        None,
+        json!({"username": "alice", "password": password}),
+    )
+    .await;
+    let login = post(
+        &client,
+        format!("{base}/api/v1/auth/login"),
+        None,
+        json!({"username": "alice", "password": password}),
+    )
+    .await;
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let device = post(
+        &client,
+        format!("{base}/api/v1/devices"),
+        Some(&token),
+        json!({"name": "sim-1", "kind": "sim"}),
+    )
+    .await;
+    let device_id = device["device_id"].as_str().unwrap().to_owned();
+    let key = device["api_key"].as_str().unwrap().to_owned();
+    let commands = format!("{base}/api/v1/devices/{device_id}/commands");
+
+    // Queued while the device is offline: delivered when it connects.
+    let queued = post(
+        &client,
+        commands.clone(),
+        Some(&token),
+        json!({"name": "blink", "args": {"times": 2}}),
+    )
+    .await;
+
+    let started = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut config = SimConfig::new(base.clone(), vec![key]);
+    config.telemetry_interval = Duration::from_millis(200);
+    config.anomaly_rate = 0.0;
+    config.duration = Duration::from_secs(4);
+    config.seed = 7;
+    let stop = CancellationToken::new();
+    let sim = tokio::spawn(run(config, stop.clone()));
+
+    // Sent while it runs: delivered at once.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let live = post(
+        &client,
+        commands.clone(),
+        Some(&token),
+        json!({"name": "read_sensor", "args": {"sensor": "humidity"}}),
+    )
+    .await;
+    let unknown = post(
+        &client,
+        commands.clone(),
+        Some(&token),
+        json!({"name": "self_destruct"}),
+    )
+    .await;
+
+    let mut answers = Vec::new();
+    for command in [&queued, &live, &unknown] {
+        let url = format!("{commands}/{}", command["id"].as_str().unwrap());
+        let mut info = Value::Null;
+        for _ in 0..50 {
+            info = get(&client, url.clone(), &token).await;
+            if info["status"] == "completed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(info["status"], "completed", "{info}");
+        answers.push(info);
+    }
+    assert_eq!(
+        (&answers[0]["ok"], &answers[0]["output"]),
+        (&json!(true), &json!({"blinked": 2}))
+    );
+    assert_eq!(answers[1]["ok"], true, "{}", answers[1]);
+    assert_eq!(answers[1]["output"]["sensor"], "humidity");
+    assert!(answers[1]["output"]["value"].is_f64(), "{}", answers[1]);
+    assert_eq!(
+        (&answers[2]["ok"], &answers[2]["output"]),
+        (
+            &json!(false),
+            &json!({"error": "unknown command: self_destruct"})
+        )
+    );
+    let report = tokio::time::timeout(Duration::from_secs(15), sim)
+        .await
+        .expect("the simulator ran past its duration")
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(report.devices, 1);
+    assert_eq!(report.welcomes, 1, "{report:?}");
+    assert_eq!(report.commands_run, 2, "{report:?}");
+    assert_eq!(report.commands_unknown, 1, "{report:?}");
+    assert_eq!(
+        (report.malformed, report.server_errors),
+        (0, 0),
+        "{report:?}"
+    );
+    assert!(report.heartbeats >= 1);
+    assert!(
+        (15..=25).contains(&report.telemetry_sent),
+        "4 s at 5 readings a second: {report:?}"
+    );
+
+    // Every reading sent is stored, for each sensor.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for metric in ["temperature", "humidity", "battery", "rssi"] {
+        let series = get(
+            &client,
+            format!(
+                "{base}/api/v1/devices/{device_id}/telemetry?metric={metric}&from={}&to={}&bucket=3600",
+                started - 5,
+                now + 5
+            ),
+            &token,
+        )
+        .await;
+        let stored: u64 = series["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(stored, report.telemetry_sent, "{metric}: {series}");
+    }
+    // The device reported its firmware in a heartbeat.
+    let info = get(
+        &client,
+        format!("{base}/api/v1/devices/{device_id}"),
+        &token,
+    )
+    .await;
+    assert_eq!(
+        info["state"]["firmware_version"],
+        unhidra_sim::FIRMWARE_VERSION
+    );
+
+    server.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), server.task)
+        .await
+        .unwrap()
+        .unwrap();
+}

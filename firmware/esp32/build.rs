@@ -1,0 +1,4 @@
+fn main() {
+    // Passes ESP-IDF's linker arguments and cfgs (from esp-idf-sys) to this crate.
+    embuild::espidf::sysenv::output();
+}
