@@ -24,5 +24,6 @@ pub mod procfs;
 pub mod server_process;
 pub mod stats;
 pub mod target;
+pub mod telemetry_store;
 pub mod workers;
 pub mod ws_client;

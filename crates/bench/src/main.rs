@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 use unhidra_bench::cpu::{CLIENT_THREAD, SERVER_THREAD};
 use unhidra_bench::{
     chat_history, chat_throughput, device_keys, gateway_fanout, gateway_idle, gateway_reconnect,
-    login_flood,
+    login_flood, telemetry_store,
 };
 
 /// Benchmarks of the Unhidra server. Each starts a server on 127.0.0.1 with a fresh temporary
@@ -39,6 +39,8 @@ enum Command {
     GatewayIdle(gateway_idle::GatewayIdleArgs),
     /// One channel with --subscribers subscribers: deliveries/s and publish→receive latency.
     GatewayFanout(gateway_fanout::GatewayFanoutArgs),
+    /// Telemetry points/s the SQLite store commits, in the server's batches, and query cost.
+    TelemetryStore(telemetry_store::TelemetryStoreArgs),
     /// --devices devices reconnecting over WebSocket at once: time until all are welcomed.
     GatewayReconnect(gateway_reconnect::GatewayReconnectArgs),
     /// History pages and search over --messages generated messages (default a million).
@@ -93,6 +95,11 @@ fn main() -> anyhow::Result<()> {
                 let report = gateway_fanout::run(args).await?;
                 output(&report, cli.json)?;
                 gateway_fanout::check(&report)
+            }
+            Command::TelemetryStore(args) => {
+                let report = telemetry_store::run(args).await?;
+                output(&report, cli.json)?;
+                telemetry_store::check(&report)
             }
             Command::GatewayReconnect(args) => {
                 let report = gateway_reconnect::run(args).await?;

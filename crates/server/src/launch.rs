@@ -274,7 +274,7 @@ async fn housekeeping(
                 hub.sweep();
             }
             _ = upkeep.tick() => prometheus.run_upkeep(),
-            _ = prune.tick() => prune_telemetry(&state, &shutdown).await,
+            _ = prune.tick() => prune_telemetry(&state).await,
             _ = devices.tick() => flush_device_states(&state).await,
         }
     }
@@ -291,28 +291,18 @@ async fn flush_device_states(state: &AppState) {
     }
 }
 
-/// Deletes telemetry older than the retention, a slice at a time so that writers (message
-/// appends, telemetry) get the store in between.
-async fn prune_telemetry(state: &AppState, shutdown: &CancellationToken) {
-    const SLICE: u32 = 10_000;
+/// Deletes telemetry older than the retention (the store does it in slices, so that other
+/// writers get the store in between).
+async fn prune_telemetry(state: &AppState) {
     let days = state.config.telemetry.retention_days;
     if days == 0 {
         return;
     }
     let before = state.clock.now() - time::Duration::days(i64::from(days));
-    while !shutdown.is_cancelled() {
-        match state.store.prune_telemetry(before, SLICE).await {
-            Ok(deleted) => {
-                metrics::counter!(crate::metrics::TELEMETRY_POINTS_PRUNED).increment(deleted);
-                if deleted < u64::from(SLICE) {
-                    return;
-                }
-                tokio::task::yield_now().await;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "pruning old telemetry failed");
-                return;
-            }
+    match state.store.prune_telemetry(before).await {
+        Ok(deleted) => {
+            metrics::counter!(crate::metrics::TELEMETRY_POINTS_PRUNED).increment(deleted);
         }
+        Err(err) => tracing::warn!(error = %err, "pruning old telemetry failed"),
     }
 }

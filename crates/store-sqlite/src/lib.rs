@@ -38,6 +38,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// Message appends, group-committed by [`append_loop`].
     appends: mpsc::Sender<AppendJob>,
+    /// Telemetry series ids known to be stored.
+    series: std::sync::Arc<telemetry::SeriesCache>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -75,6 +77,7 @@ impl SqliteStore {
             writer,
             reader,
             appends,
+            series: Default::default(),
         })
     }
 
@@ -1249,15 +1252,15 @@ impl Store for SqliteStore {
     }
 
     async fn append_telemetry(&self, points: &[TelemetryPoint]) -> Result<u64> {
-        telemetry::append(&self.writer, points).await
+        telemetry::append(&self.writer, &self.series, points).await
     }
 
     async fn telemetry_buckets(&self, query: TelemetryQuery) -> Result<Vec<TelemetryBucket>> {
         telemetry::buckets(&self.reader, query).await
     }
 
-    async fn prune_telemetry(&self, before: OffsetDateTime, limit: u32) -> Result<u64> {
-        telemetry::prune(&self.writer, before, limit).await
+    async fn prune_telemetry(&self, before: OffsetDateTime) -> Result<u64> {
+        telemetry::prune(&self.writer, before).await
     }
 
     async fn create_command(&self, command: NewCommand) -> Result<Command> {

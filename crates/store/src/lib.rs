@@ -199,9 +199,9 @@ pub trait Store: Send + Sync + 'static {
     async fn append_telemetry(&self, points: &[TelemetryPoint]) -> Result<u64>;
     /// The query's buckets that hold points, oldest first.
     async fn telemetry_buckets(&self, query: TelemetryQuery) -> Result<Vec<TelemetryBucket>>;
-    /// Deletes points older than `before`, at most `limit` of them (pruning runs in slices so
-    /// that writers are not held up); returns how many were deleted.
-    async fn prune_telemetry(&self, before: OffsetDateTime, limit: u32) -> Result<u64>;
+    /// Deletes points older than `before`, in slices of series so that other writers are
+    /// not held up for long; returns how many were deleted.
+    async fn prune_telemetry(&self, before: OffsetDateTime) -> Result<u64>;
 
     // ---- device commands ----
     /// Stores a command for a device (which must exist: `Invalid` otherwise).

@@ -52,7 +52,7 @@ macro_rules! store_testsuite {
             files_are_attached_once_by_their_uploader_and_go_with_a_deletion,
             telemetry_is_summarised_per_bucket,
             telemetry_for_unknown_devices_stores_nothing,
-            old_telemetry_is_pruned_in_slices,
+            old_telemetry_is_pruned,
             what_a_device_reports_is_kept,
             commands_are_pending_in_order_until_answered_or_expired,
         );
@@ -1614,7 +1614,7 @@ pub async fn telemetry_for_unknown_devices_stores_nothing(store: &dyn Store) {
     assert!(store.telemetry_buckets(all).await.unwrap().is_empty());
 }
 
-pub async fn old_telemetry_is_pruned_in_slices(store: &dyn Store) {
+pub async fn old_telemetry_is_pruned(store: &dyn Store) {
     let alice = user(store, "alice").await;
     let d = store
         .create_device(new_device(&alice, "sensor", "k1"))
@@ -1622,10 +1622,15 @@ pub async fn old_telemetry_is_pruned_in_slices(store: &dyn Store) {
         .unwrap();
     let points: Vec<TelemetryPoint> = (0..10).map(|i| point(&d, "x", i, 1.0)).collect();
     store.append_telemetry(&points).await.unwrap();
+    let other = store
+        .create_device(new_device(&alice, "other", "k2"))
+        .await
+        .unwrap();
+    let others: Vec<TelemetryPoint> = (0..4).map(|i| point(&other, "y", i * 5, 1.0)).collect();
+    store.append_telemetry(&others).await.unwrap();
     let before = t0() + Duration::seconds(7);
-    assert_eq!(store.prune_telemetry(before, 5).await.unwrap(), 5);
-    assert_eq!(store.prune_telemetry(before, 5).await.unwrap(), 2);
-    assert_eq!(store.prune_telemetry(before, 5).await.unwrap(), 0);
+    assert_eq!(store.prune_telemetry(before).await.unwrap(), 7 + 2);
+    assert_eq!(store.prune_telemetry(before).await.unwrap(), 0);
     let left = store
         .telemetry_buckets(TelemetryQuery {
             device_id: d.id.clone(),
