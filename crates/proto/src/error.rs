@@ -50,6 +50,10 @@ pub enum ErrorCode {
     Unavailable,
     /// Something failed on the server; the cause is in the server's log.
     Internal,
+    /// A code this client does not know yet (a newer server's). The server never sends it;
+    /// it lets older clients and firmware still read error frames with new codes.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ErrorCode {
@@ -76,6 +80,7 @@ impl ErrorCode {
             Self::Overloaded => "overloaded",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::Unknown => "unknown",
         }
     }
 }
@@ -114,6 +119,14 @@ impl ErrorBody {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn codes_from_a_newer_server_parse_as_unknown() {
+        let code: super::ErrorCode = serde_json::from_str("\"teapot\"").unwrap();
+        assert_eq!(code, super::ErrorCode::Unknown);
+        let code: super::ErrorCode = serde_json::from_str("\"not_found\"").unwrap();
+        assert_eq!(code, super::ErrorCode::NotFound);
+    }
+
     use super::*;
 
     #[test]
