@@ -42,6 +42,8 @@ pub enum ErrorCode {
     NotFound,
     /// The route exists but not with this method.
     MethodNotAllowed,
+    /// The request took longer than the server allows (a body sent too slowly).
+    Timeout,
     /// Too many requests; see `Retry-After`.
     RateLimited,
     /// The server is busy; retry later (see `Retry-After`).
@@ -76,6 +78,7 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Timeout => "timeout",
             Self::RateLimited => "rate_limited",
             Self::Overloaded => "overloaded",
             Self::Unavailable => "unavailable",

@@ -35,6 +35,9 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Longest a request may take, reading its body included, in seconds (408 beyond).
+    /// File uploads have `files.upload_timeout_secs` instead.
+    pub request_timeout_secs: u32,
     pub auth: AuthConfig,
     pub rate_limits: RateLimitConfig,
     pub gateway: GatewayConfig,
@@ -53,6 +56,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             trusted_proxies: Vec::new(),
             max_body_bytes: 64 * 1024,
+            request_timeout_secs: 30,
             auth: AuthConfig::default(),
             rate_limits: RateLimitConfig::default(),
             gateway: GatewayConfig::default(),
@@ -168,12 +172,16 @@ impl Default for GatewayConfig {
 pub struct FilesConfig {
     /// Largest file accepted, in bytes; a larger upload is refused with 413.
     pub max_upload_bytes: u64,
+    /// Longest an upload may take, in seconds (the default lets 25 MiB through at about
+    /// 350 kbit/s); 408 beyond.
+    pub upload_timeout_secs: u32,
 }
 
 impl Default for FilesConfig {
     fn default() -> Self {
         Self {
             max_upload_bytes: 25 * 1024 * 1024,
+            upload_timeout_secs: 600,
         }
     }
 }
@@ -238,6 +246,9 @@ impl Config {
         }
         if gw.channel_buffer == 0 || gw.max_subscriptions == 0 {
             return fail("gateway.channel_buffer and max_subscriptions must be at least 1");
+        }
+        if self.request_timeout_secs == 0 || self.files.upload_timeout_secs == 0 {
+            return fail("request_timeout_secs and files.upload_timeout_secs must be at least 1");
         }
         if self.files.max_upload_bytes == 0 {
             return fail("files.max_upload_bytes must be at least 1");

@@ -1,11 +1,45 @@
-//! Middleware applied to every API route: request metrics and protective response headers.
+//! Middleware applied to every API route: request metrics, protective response headers and
+//! the time limit.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::{header, HeaderValue};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use unhidra_proto::ErrorCode;
+
+use super::ApiError;
+
+/// How long a request may take: uploads get longer than the rest.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeLimits {
+    pub request: Duration,
+    pub upload: Duration,
+}
+
+/// Answers 408 `timeout` when the handler (reading the body included) takes longer than
+/// its limit. A WebSocket upgrade ends with its 101; the session is not timed.
+pub async fn time_limit(State(limits): State<TimeLimits>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let upload = req.method() == Method::POST
+        && path.starts_with("/api/v1/channels/")
+        && path.ends_with("/files");
+    let limit = if upload {
+        limits.upload
+    } else {
+        limits.request
+    };
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::Timeout,
+            "the request took too long",
+        )
+        .into_response(),
+    }
+}
 
 /// Records `http_request_duration_seconds` by route template (never the raw path, which
 /// could carry ids), method and status.

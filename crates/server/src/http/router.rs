@@ -8,7 +8,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{middleware, Json, Router};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use unhidra_proto::ErrorCode;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -16,7 +15,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::middleware::{protective_headers, track_metrics};
+use super::middleware::{protective_headers, time_limit, track_metrics, TimeLimits};
 use super::ApiError;
 use crate::state::SharedState;
 use crate::{auth, chat, devices, files, gateway, ops};
@@ -141,9 +140,12 @@ pub fn api_router(state: SharedState) -> Router {
         .route_layer(middleware::from_fn(track_metrics))
         .layer(middleware::from_fn(protective_headers))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
+        .layer(middleware::from_fn_with_state(
+            TimeLimits {
+                request: Duration::from_secs(u64::from(state.config.request_timeout_secs)),
+                upload: Duration::from_secs(u64::from(state.config.files.upload_timeout_secs)),
+            },
+            time_limit,
         ))
         // Failures are logged where they happen (ApiError::internal logs 500s with their
         // cause); expected refusals such as 503 `overloaded` must not flood the error log.

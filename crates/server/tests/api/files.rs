@@ -594,3 +594,55 @@ async fn an_archived_channel_takes_no_files_but_keeps_its_own() {
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"kept");
     assert_eq!(file_rows(&app).await, 1);
 }
+
+/// A body that arrives in `parts` chunks, `gap` apart.
+fn trickle(bytes: Vec<u8>, parts: usize, gap: std::time::Duration) -> reqwest::Body {
+    use futures::StreamExt as _;
+    let size = bytes.len().div_ceil(parts);
+    let chunks: Vec<Vec<u8>> = bytes.chunks(size).map(<[u8]>::to_vec).collect();
+    let stream = futures::stream::iter(chunks).then(move |chunk| async move {
+        tokio::time::sleep(gap).await;
+        Ok::<_, std::io::Error>(chunk)
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+#[tokio::test]
+async fn slow_uploads_have_their_own_time_limit() {
+    let app = spawn_app_with(|c| {
+        c.rate_limits.register_per_hour = 100;
+        c.request_timeout_secs = 1;
+        c.files.upload_timeout_secs = 20;
+    })
+    .await;
+    let alice = app.user("alice").await;
+    let room = channel(&app, &alice, "room", true).await;
+    let gap = std::time::Duration::from_millis(400);
+
+    // Two seconds of upload: past the 1 s request limit, within the upload limit.
+    let bytes: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    let r = upload(
+        &app,
+        Some(&alice.access),
+        &room,
+        Some("slow.bin"),
+        None,
+        trickle(bytes.clone(), 5, gap),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(body(r).await["size"], 50_000);
+
+    // Any other request sent that slowly is cut off, with the API's error.
+    let json = serde_json::to_vec(&json!({"name": "slowpoke"})).unwrap();
+    let r = app
+        .client
+        .post(app.url("/api/v1/channels"))
+        .bearer_auth(&alice.access)
+        .header("content-type", "application/json")
+        .body(trickle(json, 5, gap))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 408, "timeout").await;
+}
