@@ -48,6 +48,18 @@ pub struct Device {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub revoked_at: Option<OffsetDateTime>,
     pub state: DeviceState,
+    /// The channel the device's events are posted to, if linked.
+    #[serde(default)]
+    pub channel_id: Option<String>,
+}
+
+/// `PUT /api/v1/devices/{id}/channel`: post the device's events to this channel (`null`:
+/// nowhere).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LinkChannelRequest {
+    pub channel_id: Option<String>,
 }
 
 /// Whether a device is connected, and what it last reported in a heartbeat.

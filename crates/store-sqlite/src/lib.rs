@@ -153,10 +153,11 @@ type DeviceRow = (
     Option<i64>,
     Option<String>,
     Option<i64>,
+    Option<String>,
 );
 
 const DEVICE_COLUMNS: &str = "id, owner_id, name, kind, metadata, key_id, created_at, revoked_at, \
-     last_seen_at, firmware_version, free_memory";
+     last_seen_at, firmware_version, free_memory, channel_id";
 
 fn device_from_row(row: DeviceRow) -> Result<Device> {
     let (
@@ -171,6 +172,7 @@ fn device_from_row(row: DeviceRow) -> Result<Device> {
         last_seen_at,
         firmware_version,
         free_memory,
+        channel_id,
     ) = row;
     Ok(Device {
         metadata: serde_json::from_str(&metadata)
@@ -185,6 +187,7 @@ fn device_from_row(row: DeviceRow) -> Result<Device> {
         last_seen_at: from_ms_opt(last_seen_at)?,
         firmware_version,
         free_memory: free_memory.and_then(|m| u64::try_from(m).ok()),
+        channel_id,
     })
 }
 
@@ -501,7 +504,29 @@ impl Store for SqliteStore {
             last_seen_at: None,
             firmware_version: None,
             free_memory: None,
+            channel_id: None,
         })
+    }
+
+    async fn set_device_channel(
+        &self,
+        owner_id: &str,
+        device_id: &str,
+        channel_id: Option<&str>,
+    ) -> Result<bool> {
+        let done = sqlx::query("UPDATE devices SET channel_id = ? WHERE id = ? AND owner_id = ?")
+            .bind(channel_id)
+            .bind(device_id)
+            .bind(owner_id)
+            .execute(&self.writer)
+            .await
+            .map_err(|err| match &err {
+                sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
+                    StoreError::Invalid("no such channel")
+                }
+                _ => StoreError::backend(err),
+            })?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn record_devices_seen(&self, seen: &[(String, DeviceSeen)]) -> Result<u64> {

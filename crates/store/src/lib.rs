@@ -67,6 +67,14 @@ pub trait Store: Send + Sync + 'static {
     /// Records, in one transaction, that these devices were seen (and what they reported);
     /// unknown device ids are skipped. Returns how many devices were updated.
     async fn record_devices_seen(&self, seen: &[(String, DeviceSeen)]) -> Result<u64>;
+    /// Links the owner's device to a channel (or unlinks it with `None`); `false` when the
+    /// owner has no such device. The channel must exist (`Invalid` otherwise).
+    async fn set_device_channel(
+        &self,
+        owner_id: &str,
+        device_id: &str,
+        channel_id: Option<&str>,
+    ) -> Result<bool>;
     /// The credential for the key with this public id, for authenticating a device.
     async fn device_credential(&self, key_id: &str) -> Result<Option<DeviceCredential>>;
 

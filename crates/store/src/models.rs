@@ -88,6 +88,8 @@ pub struct Device {
     /// From its heartbeats.
     pub firmware_version: Option<String>,
     pub free_memory: Option<u64>,
+    /// The channel its events are posted to.
+    pub channel_id: Option<String>,
 }
 
 /// What a device said about itself, and when.

@@ -191,11 +191,28 @@ pub async fn answer(
         .await?
     {
         Some(command) => {
+            let output = command.output.clone().unwrap_or_default();
+            let mut summary = output.to_string();
+            if summary.len() > 200 {
+                let cut = (0..=200)
+                    .rev()
+                    .find(|i| summary.is_char_boundary(*i))
+                    .unwrap_or(0);
+                summary.truncate(cut);
+                summary.push('…');
+            }
+            let outcome = if ok { "done" } else { "failed" };
+            crate::devices::events::post(
+                state,
+                &command.device_id,
+                format!("command `{}` {outcome}: {summary}", command.name),
+            )
+            .await;
             let frame = ServerFrame::CommandResult {
                 id: command.id,
                 device: command.device_id,
                 ok,
-                output: command.output.unwrap_or_default(),
+                output,
             };
             publish_passing(state, &user_topic(&command.sender_id), &frame);
             Ok(true)

@@ -40,8 +40,14 @@ impl LiveDevices {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A connection of the device opened; returns its state now.
-    pub fn connect(&self, device_id: &str, owner_id: &str, now: OffsetDateTime) -> DeviceState {
+    /// A connection of the device opened; returns its state now, and whether it was offline
+    /// before (no other connection).
+    pub fn connect(
+        &self,
+        device_id: &str,
+        owner_id: &str,
+        now: OffsetDateTime,
+    ) -> (DeviceState, bool) {
         let mut devices = self.devices();
         let live = devices.entry(device_id.to_owned()).or_insert_with(|| Live {
             owner_id: owner_id.to_owned(),
@@ -53,7 +59,7 @@ impl LiveDevices {
         live.state.online = true;
         live.state.last_seen_at = Some(now);
         live.dirty = true;
-        live.state.clone()
+        (live.state.clone(), live.connections == 1)
     }
 
     /// A heartbeat; returns the device's state now (`None` if it is not connected).
@@ -135,8 +141,9 @@ mod tests {
         let live = LiveDevices::default();
         let t = OffsetDateTime::UNIX_EPOCH;
         assert!(live.state("d").is_none());
-        assert!(live.connect("d", "owner", t).online);
-        live.connect("d", "owner", t);
+        assert!(live.connect("d", "owner", t).1, "first connection");
+        let (state, first) = live.connect("d", "owner", t);
+        assert!(state.online && !first);
         let beat = Heartbeat {
             firmware_version: Some("1.0".into()),
             free_memory: Some(1000),

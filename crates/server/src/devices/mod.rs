@@ -7,6 +7,7 @@
 //! CPU, where a password hash per key would cost minutes.
 
 pub mod commands;
+pub mod events;
 pub mod ingest;
 pub mod live;
 pub mod routes;

@@ -5,7 +5,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
-use unhidra_proto::devices::{CreateDeviceRequest, CreatedDevice, Device, DeviceList, DeviceState};
+use unhidra_proto::devices::{
+    CreateDeviceRequest, CreatedDevice, Device, DeviceList, DeviceState, LinkChannelRequest,
+};
 use unhidra_proto::{ErrorBody, ErrorCode};
 use unhidra_store::NewDevice;
 use unhidra_tokens::opaque::DeviceKey;
@@ -34,6 +36,7 @@ fn to_wire(live: &LiveDevices, d: unhidra_store::Device) -> Device {
     });
     Device {
         state,
+        channel_id: d.channel_id,
         device_id: d.id,
         owner_id: d.owner_id,
         name: d.name,
@@ -254,4 +257,43 @@ pub async fn whoami(
         .await?
         .ok_or_else(|| ApiError::unauthorized("invalid or revoked device key"))?;
     Ok(Json(to_wire(&state.gateway.devices, found)))
+}
+
+/// Link one of the caller's devices to a channel the caller is a member of: its coming and
+/// going and its command results appear there as messages from the device. `null` unlinks.
+#[utoipa::path(
+    put, path = "/api/v1/devices/{id}/channel", tag = "devices",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Device id")),
+    request_body = LinkChannelRequest,
+    responses(
+        (status = 204, description = "Linked (or unlinked)"),
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 404, description = "No such device of the caller's, or a channel the caller is not in", body = ErrorBody),
+    )
+)]
+pub async fn link_channel(
+    State(state): State<SharedState>,
+    auth: AuthUser,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<LinkChannelRequest>,
+) -> Result<StatusCode, ApiError> {
+    if let Some(channel) = &body.channel_id {
+        if !state.store.is_member(channel, &auth.user_id).await? {
+            return Err(ApiError::not_found("no such channel"));
+        }
+    }
+    let linked = state
+        .store
+        .set_device_channel(&auth.user_id, &id, body.channel_id.as_deref())
+        .await
+        .map_err(|err| match err {
+            unhidra_store::StoreError::Invalid(_) => ApiError::not_found("no such channel"),
+            other => other.into(),
+        })?;
+    if linked {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("no such device"))
+    }
 }

@@ -209,8 +209,11 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
             .insert(topic.clone(), BroadcastStream::new(receiver));
         session.own_topic = Some(topic);
         let now = state.clock.now();
-        let device_state = state.gateway.devices.connect(device_id, owner, now);
+        let (device_state, came_online) = state.gateway.devices.connect(device_id, owner, now);
         announce_device_state(&state, owner, device_id, device_state);
+        if came_online {
+            crate::devices::events::spawn_post(&state, device_id, "is online".to_owned());
+        }
     }
     let mut stream = stream;
     let end = session.serve(&mut stream, registration.controls).await;
@@ -233,7 +236,11 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
             .devices
             .disconnect(device_id, state.clock.now())
         {
+            let went_offline = !device_state.online;
             announce_device_state(&state, owner, device_id, device_state);
+            if went_offline {
+                crate::devices::events::spawn_post(&state, device_id, "is offline".to_owned());
+            }
         }
     }
     if let End::Close(code, reason) = end {

@@ -79,6 +79,7 @@ fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(devices::routes::create, devices::routes::list))
         .routes(routes!(devices::routes::get, devices::routes::revoke))
         .routes(routes!(devices::routes::whoami))
+        .routes(routes!(devices::routes::link_channel))
         .routes(routes!(devices::telemetry_routes::series))
         .routes(routes!(devices::commands::create))
         .routes(routes!(devices::commands::get))

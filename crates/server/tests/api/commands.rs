@@ -236,3 +236,84 @@ async fn a_command_sent_over_the_websocket_is_accepted_and_answered() {
         (Some(false), Some("sensor busy"))
     );
 }
+
+#[tokio::test]
+async fn a_linked_device_posts_its_events_in_its_channel() {
+    use crate::ws::{channel, subscribe};
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let mallory = app.user("mallory").await;
+    let room = channel(&app, &alice, "lab", &[&bob]).await;
+    let (device_id, key) = app.device(&alice, "sensor").await;
+    let link = |user: &User, channel: Value| {
+        let path = format!("/api/v1/devices/{device_id}/channel");
+        let token = user.access.clone();
+        let app = &app;
+        async move {
+            app.client
+                .put(app.url(&path))
+                .bearer_auth(token)
+                .json(&json!({"channel_id": channel}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Someone else's device, or a channel the owner is not in: not found.
+    assert_error(link(&mallory, json!(room)).await, 404, "not_found").await;
+    let elsewhere = channel(&app, &mallory, "elsewhere", &[]).await;
+    assert_error(link(&alice, json!(elsewhere)).await, 404, "not_found").await;
+    assert_eq!(
+        link(&alice, json!(room)).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let device = body(
+        app.get_as(&alice.access, &format!("/api/v1/devices/{device_id}"))
+            .await,
+    )
+    .await;
+    assert_eq!(device["channel_id"], room.as_str());
+
+    let mut b = user_ws(&app, &bob).await;
+    subscribe(&mut b, &room, None).await;
+    let mut sensor = device_ws(&app, &key).await;
+    let online = next_of(&mut b, "message").await;
+    assert_eq!(
+        (online["sender"].as_str(), online["body"].as_str()),
+        (Some(device_id.as_str()), Some("is online"))
+    );
+
+    let r = command(&app, &alice, &device_id, json!({"name": "read_sensor"})).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let got = next(&mut sensor).await;
+    send(
+        &mut sensor,
+        json!({"type": "command_result", "id": got["id"], "ok": true, "output": {"temp": 21.5}}),
+    )
+    .await;
+    let result = next_of(&mut b, "message").await;
+    assert_eq!(
+        result["body"],
+        "command `read_sensor` done: {\"temp\":21.5}"
+    );
+
+    drop(sensor);
+    let offline = next_of(&mut b, "message").await;
+    assert_eq!(offline["body"], "is offline");
+
+    // Unlinked: nothing more is posted.
+    assert_eq!(
+        link(&alice, Value::Null).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let _sensor = device_ws(&app, &key).await;
+    send(&mut b, json!({"type": "ping"})).await;
+    loop {
+        let f = crate::ws::next_any(&mut b).await;
+        assert_ne!(f["type"], "message", "{f}");
+        if f["type"] == "pong" {
+            break;
+        }
+    }
+}
