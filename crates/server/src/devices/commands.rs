@@ -27,7 +27,7 @@ const MAX_ARGS_BYTES: usize = 4096;
 
 /// The hub topic of one device's connections.
 pub fn device_topic(device_id: &str) -> String {
-    format!("device:{device_id}")
+    format!("{}{device_id}", crate::gateway::hub::DEVICE_TOPIC_PREFIX)
 }
 
 /// Why a command was refused.

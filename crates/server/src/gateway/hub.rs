@@ -17,12 +17,14 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
 
 /// Topics named `user:<id>` carry one user's passing frames (presence, channel list
-/// changes); every other topic is a channel id.
+/// changes); `device:<id>` one device's commands; every other topic is a channel id.
 pub const USER_TOPIC_PREFIX: &str = "user:";
+pub const DEVICE_TOPIC_PREFIX: &str = "device:";
 
-/// A user topic's ring: passing frames are few and small, and every connected user has one,
-/// so it is much smaller than a channel's (a ring's slots are allocated up front).
-const USER_TOPIC_CAPACITY: usize = 128;
+/// A user's or device's ring: its frames are few and small, and every connected user and
+/// device has one, so it is much smaller than a channel's (a ring's slots are allocated up
+/// front: 1,024 slots cost about 40 KB).
+const PERSONAL_TOPIC_CAPACITY: usize = 128;
 
 /// One message on its way to subscribers.
 #[derive(Debug)]
@@ -83,8 +85,10 @@ impl Hub for LocalHub {
         match channels.get(channel) {
             Some(tx) => tx.subscribe(),
             None => {
-                let capacity = if channel.starts_with(USER_TOPIC_PREFIX) {
-                    USER_TOPIC_CAPACITY.min(self.capacity)
+                let personal = channel.starts_with(USER_TOPIC_PREFIX)
+                    || channel.starts_with(DEVICE_TOPIC_PREFIX);
+                let capacity = if personal {
+                    PERSONAL_TOPIC_CAPACITY.min(self.capacity)
                 } else {
                     self.capacity
                 };
@@ -149,18 +153,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn user_topics_get_small_rings() {
+    async fn user_and_device_topics_get_small_rings() {
         let hub = LocalHub::new(1024);
         let mut user = hub.subscribe("user:u1");
+        let mut device = hub.subscribe("device:d1");
         let mut channel = hub.subscribe("c1");
         for seq in 1..=200 {
             hub.publish(delivery("user:u1", seq));
+            hub.publish(delivery("device:d1", seq));
             hub.publish(delivery("c1", seq));
         }
-        assert!(matches!(
-            user.recv().await,
-            Err(broadcast::error::RecvError::Lagged(72))
-        ));
+        for personal in [&mut user, &mut device] {
+            assert!(matches!(
+                personal.recv().await,
+                Err(broadcast::error::RecvError::Lagged(72))
+            ));
+        }
         assert_eq!(channel.recv().await.unwrap().seq, 1);
     }
 
