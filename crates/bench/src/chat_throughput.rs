@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 use crate::chat_traffic::{
     publish, receive, summarise_delivery, summarise_publish, Delivery, Listen, Plan, Publish,
 };
-use crate::gateway::{mib, users, Bench, GatewayArgs, GatewayServerInfo, User};
+use crate::gateway::{
+    connect_publishers, mib, opened_or_failed, users, Bench, GatewayArgs, GatewayServerInfo, User,
+};
 use crate::gateway_idle::subscribe;
 use crate::server_process::{bench_config, Usage};
 use crate::workers;
@@ -194,24 +196,9 @@ async fn measure(args: &ChatThroughputArgs, bench: &Bench) -> anyhow::Result<Thr
         }
     })
     .await?;
-    let mut connect_failures = Failures::default();
-    let mut subscribers = Vec::new();
-    for result in opened {
-        match result {
-            Ok(sub) => subscribers.push(sub),
-            Err(failure) => connect_failures.record(&failure),
-        }
-    }
-    let mut publishers = Vec::new();
-    for (p, user) in publisher_users.iter().enumerate() {
-        let index = args.users as usize + p;
-        let ws = bench
-            .connector
-            .connect(index, &Credential::Bearer(user.access.clone()))
-            .await
-            .map_err(|f| anyhow::anyhow!("connecting publisher {p}: {f}"))?;
-        publishers.push(ws);
-    }
+    let (subscribers, connect_failures) = opened_or_failed(opened);
+    let publishers =
+        connect_publishers(&bench.connector, publisher_users, args.users as usize).await?;
     let setup_secs = started.elapsed().as_secs_f64();
 
     tokio::time::sleep(Duration::from_secs(1)).await;

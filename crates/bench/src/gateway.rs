@@ -19,7 +19,7 @@ use crate::procfs;
 use crate::server_process::{default_binary, ServerProcess};
 use crate::target::{cpus, load_average};
 use crate::workers;
-use crate::ws_client::Connector;
+use crate::ws_client::{Connector, Credential, Failure, Failures, Ws};
 
 /// File descriptors this process needs besides its WebSocket connections (HTTP clients,
 /// the runtime, stdio).
@@ -252,6 +252,36 @@ pub async fn channel_with_members(
 }
 
 /// `bytes` KiB as MiB.
+/// Keeps the connections that opened and counts the failures of those that did not.
+pub fn opened_or_failed<T>(opened: Vec<Result<T, Failure>>) -> (Vec<T>, Failures) {
+    let mut failures = Failures::default();
+    let mut connections = Vec::new();
+    for result in opened {
+        match result {
+            Ok(connection) => connections.push(connection),
+            Err(failure) => failures.record(&failure),
+        }
+    }
+    (connections, failures)
+}
+
+/// Connects one publisher per user, as connections `first_index`, `first_index + 1`, …
+pub async fn connect_publishers(
+    connector: &Connector,
+    users: &[User],
+    first_index: usize,
+) -> anyhow::Result<Vec<Ws>> {
+    let mut publishers = Vec::with_capacity(users.len());
+    for (p, user) in users.iter().enumerate() {
+        let ws = connector
+            .connect(first_index + p, &Credential::Bearer(user.access.clone()))
+            .await
+            .map_err(|f| anyhow::anyhow!("connecting publisher {p}: {f}"))?;
+        publishers.push(ws);
+    }
+    Ok(publishers)
+}
+
 pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }

@@ -255,7 +255,7 @@ fn message_columns_of_m() -> String {
         .join(", ")
 }
 
-/// A message without its reactions and attachments (see [`timeline::with_reactions`]).
+/// A message without its reactions and attachments (see [`timeline::with_reactions_and_files`]).
 fn message_from_row(row: MessageRow) -> Result<Message> {
     let (
         id,
@@ -669,20 +669,15 @@ impl Store for SqliteStore {
             }
             _ => StoreError::backend(err),
         })?;
-        if done.rows_affected() == 0 {
-            return Ok(None);
-        }
-        let seq = timeline::record(
-            &mut tx,
+        timeline::commit_change(
+            tx,
+            done.rows_affected() > 0,
             channel_id,
             timeline::Kind::MemberJoined,
             by,
-            None,
             Some(user_id),
         )
-        .await?;
-        tx.commit().await.map_err(db)?;
-        Ok(Some(seq))
+        .await
     }
 
     async fn is_member(&self, channel_id: &str, user_id: &str) -> Result<bool> {
@@ -882,20 +877,15 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        if done.rows_affected() == 0 {
-            return Ok(None);
-        }
-        let seq = timeline::record(
-            &mut tx,
+        timeline::commit_change(
+            tx,
+            done.rows_affected() > 0,
             channel_id,
             timeline::Kind::MemberLeft,
             by,
-            None,
             Some(user_id),
         )
-        .await?;
-        tx.commit().await.map_err(db)?;
-        Ok(Some(seq))
+        .await
     }
 
     async fn rename_channel(
@@ -911,20 +901,15 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(write_err("channel"))?;
-        if done.rows_affected() == 0 {
-            return Ok(None);
-        }
-        let seq = timeline::record(
-            &mut tx,
+        timeline::commit_change(
+            tx,
+            done.rows_affected() > 0,
             channel_id,
             timeline::Kind::ChannelUpdated,
             by,
             None,
-            None,
         )
-        .await?;
-        tx.commit().await.map_err(db)?;
-        Ok(Some(seq))
+        .await
     }
 
     async fn set_archived(
@@ -940,20 +925,15 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        if done.rows_affected() == 0 {
-            return Ok(None);
-        }
-        let seq = timeline::record(
-            &mut tx,
+        timeline::commit_change(
+            tx,
+            done.rows_affected() > 0,
             channel_id,
             timeline::Kind::ChannelUpdated,
             by,
             None,
-            None,
         )
-        .await?;
-        tx.commit().await.map_err(db)?;
-        Ok(Some(seq))
+        .await
     }
 
     async fn mark_read(&self, channel_id: &str, user_id: &str, seq: i64) -> Result<Option<i64>> {
@@ -994,7 +974,7 @@ impl Store for SqliteStore {
             .map(message_from_row)
             .collect::<Result<Vec<_>>>()?;
         page.reverse();
-        timeline::with_reactions(&self.reader, page).await
+        timeline::with_reactions_and_files(&self.reader, page).await
     }
 
     async fn search_messages(&self, query: SearchQuery) -> Result<Vec<Message>> {
@@ -1033,7 +1013,7 @@ impl Store for SqliteStore {
             .into_iter()
             .map(message_from_row)
             .collect::<Result<Vec<_>>>()?;
-        timeline::with_reactions(&self.reader, found).await
+        timeline::with_reactions_and_files(&self.reader, found).await
     }
 
     async fn message_by_id(&self, channel_id: &str, id: &str) -> Result<Option<Message>> {
@@ -1048,9 +1028,11 @@ impl Store for SqliteStore {
         let Some(message) = row.map(message_from_row).transpose()? else {
             return Ok(None);
         };
-        Ok(timeline::with_reactions(&self.reader, vec![message])
-            .await?
-            .pop())
+        Ok(
+            timeline::with_reactions_and_files(&self.reader, vec![message])
+                .await?
+                .pop(),
+        )
     }
 
     async fn thread_replies(
@@ -1075,7 +1057,7 @@ impl Store for SqliteStore {
             .into_iter()
             .map(message_from_row)
             .collect::<Result<Vec<_>>>()?;
-        timeline::with_reactions(&self.reader, replies).await
+        timeline::with_reactions_and_files(&self.reader, replies).await
     }
 
     async fn messages_after(
@@ -1098,7 +1080,7 @@ impl Store for SqliteStore {
             .into_iter()
             .map(message_from_row)
             .collect::<Result<Vec<_>>>()?;
-        timeline::with_reactions(&self.reader, page).await
+        timeline::with_reactions_and_files(&self.reader, page).await
     }
 
     async fn events_after(

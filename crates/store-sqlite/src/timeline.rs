@@ -75,6 +75,25 @@ pub(crate) async fn record(
     Ok(seq)
 }
 
+/// Ends a membership or channel change: when the change touched no row, nothing is recorded
+/// (and the transaction rolls back on drop); otherwise the event takes the channel's next
+/// seq and the transaction commits. Returns that seq.
+pub(crate) async fn commit_change(
+    mut tx: Transaction<'_, Sqlite>,
+    changed: bool,
+    channel_id: &str,
+    kind: Kind,
+    by: &Actor,
+    subject: Option<&str>,
+) -> Result<Option<i64>> {
+    if !changed {
+        return Ok(None);
+    }
+    let seq = record(&mut tx, channel_id, kind, by, None, subject).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(Some(seq))
+}
+
 /// Records that the message at `seq` mentions these members.
 pub(crate) async fn insert_mentions(
     conn: &mut SqliteConnection,
@@ -321,7 +340,7 @@ pub(crate) async fn react(
 const IDS_PER_QUERY: usize = 500;
 
 /// Fills in the messages' reactions and attachments (two queries per 500 messages).
-pub(crate) async fn with_reactions(
+pub(crate) async fn with_reactions_and_files(
     reader: &SqlitePool,
     mut messages: Vec<Message>,
 ) -> Result<Vec<Message>> {
@@ -430,7 +449,7 @@ pub(crate) async fn events_after(
             .into_iter()
             .map(message_from_row)
             .collect::<Result<Vec<_>>>()?;
-        for message in with_reactions(&store.reader, found).await? {
+        for message in with_reactions_and_files(&store.reader, found).await? {
             current.insert(message.id.clone(), message);
         }
     }

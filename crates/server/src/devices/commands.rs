@@ -4,8 +4,6 @@
 //! delivered until the device answers it (`command_result`) or its TTL passes, and never
 //! after it was answered. The answer goes to the sender's connections.
 
-use std::time::Instant;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -15,7 +13,7 @@ use unhidra_proto::ws::ServerFrame;
 use unhidra_proto::{ErrorBody, ErrorCode};
 use unhidra_store::{Command, NewCommand, StoreError};
 
-use crate::chat::events::{publish_passing, user_topic};
+use crate::chat::events::{publish_passing, publish_stored, user_topic};
 use crate::http::extract::{ApiJson, ApiPath, AuthUser};
 use crate::http::ApiError;
 use crate::state::{AppState, SharedState};
@@ -154,15 +152,13 @@ pub async fn send(
             StoreError::Invalid(_) => CommandError::NoDevice,
             other => other.into(),
         })?;
-    state
-        .gateway
-        .hub
-        .publish(std::sync::Arc::new(crate::gateway::hub::Delivery {
-            channel: device_topic(&command.device_id),
-            seq: command.seq,
-            frame: crate::chat::frame_text(&device_frame(&command)),
-            received_at: Instant::now(),
-        }));
+    // Ordered by the command's seq, so a connection skips what its pending replay sent.
+    publish_stored(
+        state,
+        &device_topic(&command.device_id),
+        command.seq,
+        &device_frame(&command),
+    );
     Ok(command)
 }
 

@@ -1,13 +1,11 @@
 //! A device's events in its linked channel: coming online, going offline and command
 //! results become messages from the device, stored and fanned out like anyone's.
 
-use std::sync::Arc;
-use std::time::Instant;
-
+use unhidra_proto::ws::ServerFrame;
 use unhidra_store::NewMessage;
 
-use crate::chat::message_frame;
-use crate::gateway::hub::Delivery;
+use crate::chat::events::publish_stored;
+use crate::chat::wire;
 use crate::state::AppState;
 
 /// Posts `body` as a message from the device in its linked channel, if it has one that is
@@ -61,12 +59,11 @@ pub async fn post(state: &AppState, device_id: &str, body: String) {
         "device event posted"
     );
     match appended {
-        Ok(appended) => state.gateway.hub.publish(Arc::new(Delivery {
-            channel: channel_id,
-            seq: appended.message.seq,
-            frame: message_frame(&appended.message),
-            received_at: Instant::now(),
-        })),
+        Ok(appended) => {
+            let seq = appended.message.seq;
+            let frame = ServerFrame::Message(wire(appended.message));
+            publish_stored(state, &channel_id, seq, &frame);
+        }
         Err(err) => tracing::warn!(error = %err, "posting a device event failed"),
     }
 }
