@@ -156,7 +156,16 @@ impl Target {
             async move {
                 let api =
                     tokio::net::TcpListener::from_std(listener).map_err(LaunchError::Serve)?;
-                unhidra_server::launch(config, Listeners { api, metrics: None }, shutdown).await
+                unhidra_server::launch(
+                    config,
+                    Listeners {
+                        api,
+                        metrics: None,
+                        mqtt: None,
+                    },
+                    shutdown,
+                )
+                .await
             }
         });
         Ok(Self {

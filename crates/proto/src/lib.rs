@@ -10,6 +10,7 @@ pub mod channels;
 pub mod devices;
 pub mod error;
 pub mod files;
+pub mod mqtt;
 pub mod ws;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};

@@ -43,6 +43,7 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub files: FilesConfig,
     pub telemetry: TelemetryConfig,
+    pub mqtt: MqttConfig,
 }
 
 impl Default for Config {
@@ -62,6 +63,7 @@ impl Default for Config {
             gateway: GatewayConfig::default(),
             files: FilesConfig::default(),
             telemetry: TelemetryConfig::default(),
+            mqtt: MqttConfig::default(),
         }
     }
 }
@@ -201,6 +203,55 @@ impl Default for TelemetryConfig {
 }
 
 /// A configuration that cannot work.
+/// Devices over MQTT: the native listener and the bridge to an existing broker (either,
+/// both or neither).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Address of the native MQTT 3.1.1/5 listener; off when unset. Speaks TLS when the API
+    /// has a certificate (`tls_cert`/`tls_key`), plain MQTT otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Broker to bridge to (`mqtt://host:port` or `mqtts://host:port`, credentials as
+    /// `user:password@`); off when unset. Shown redacted.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redact_url_password"
+    )]
+    pub bridge: Option<String>,
+    /// Largest MQTT packet accepted, in bytes.
+    pub max_packet_bytes: usize,
+    /// Longest keep-alive a client may ask for, in seconds; a client asking for none (0)
+    /// gets this one.
+    pub max_keep_alive_secs: u16,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            bridge: None,
+            max_packet_bytes: 64 * 1024,
+            max_keep_alive_secs: 600,
+        }
+    }
+}
+
+fn redact_url_password<S: serde::Serializer>(
+    url: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let shown = url.as_deref().map(|raw| match url::Url::parse(raw) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("REDACTED"));
+            parsed.to_string()
+        }
+        Ok(_) => raw.to_owned(),
+        Err(_) => "(invalid URL)".to_owned(),
+    });
+    shown.serialize(serializer)
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
@@ -252,6 +303,17 @@ impl Config {
         }
         if self.files.max_upload_bytes == 0 {
             return fail("files.max_upload_bytes must be at least 1");
+        }
+        if self.mqtt.max_packet_bytes < 1024 || self.mqtt.max_packet_bytes > 256 * 1024 * 1024 {
+            return fail("mqtt.max_packet_bytes must be between 1024 and 268435456");
+        }
+        if self.mqtt.max_keep_alive_secs < 5 {
+            return fail("mqtt.max_keep_alive_secs must be at least 5");
+        }
+        if let Some(url) = &self.mqtt.bridge {
+            if let Err(err) = crate::mqtt::bridge::options(url) {
+                return Err(ConfigError(err.to_string()));
+            }
         }
         Ok(())
     }

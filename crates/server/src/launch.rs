@@ -41,6 +41,8 @@ pub struct Listeners {
     pub api: TcpListener,
     /// `None` runs without the Prometheus listener.
     pub metrics: Option<TcpListener>,
+    /// The native MQTT listener (`mqtt.listen`); `None` runs without it.
+    pub mqtt: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +203,23 @@ pub async fn launch_with_clock(
                 tracing::error!(error = %err, "metrics listener failed");
             }
         });
+    }
+
+    if let Some(listener) = listeners.mqtt {
+        let addr = listener.local_addr().map_err(LaunchError::Serve)?;
+        let scheme = if tls.is_some() { "mqtts" } else { "mqtt" };
+        tracing::info!(%addr, scheme, "MQTT listening");
+        tasks.spawn(crate::mqtt::listener::serve(
+            listener,
+            tls.clone(),
+            Arc::clone(&state),
+        ));
+    }
+    if let Some(url) = &state.config.mqtt.bridge {
+        // Checked by `validate`; checked again here rather than trusted.
+        let options =
+            crate::mqtt::bridge::options(url).map_err(|err| ConfigError(err.to_string()))?;
+        tasks.spawn(crate::mqtt::bridge::run(Arc::clone(&state), options));
     }
 
     let addr = listeners.api.local_addr().map_err(LaunchError::Serve)?;

@@ -29,6 +29,15 @@ pub const GATEWAY_TELEMETRY_POINTS: &str = "gateway_telemetry_points_total";
 pub const TELEMETRY_POINTS_STORED: &str = "telemetry_points_stored_total";
 /// Telemetry points deleted for being older than the retention.
 pub const TELEMETRY_POINTS_PRUNED: &str = "telemetry_points_pruned_total";
+/// MQTT connections by protocol version and outcome (`ok`, `refused`, `bad_protocol`, …).
+pub const MQTT_CONNECTIONS: &str = "mqtt_connections_total";
+pub const MQTT_CONNECTIONS_ACTIVE: &str = "mqtt_connections_active";
+/// MQTT publishes by direction (`in`, `out`, `bridge_in`, `bridge_out`).
+pub const MQTT_PUBLISHES: &str = "mqtt_publishes_total";
+/// MQTT publishes and subscriptions refused, by reason.
+pub const MQTT_REFUSED: &str = "mqtt_refused_total";
+/// Connections of the MQTT bridge to its broker.
+pub const MQTT_BRIDGE_CONNECTS: &str = "mqtt_bridge_connects_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

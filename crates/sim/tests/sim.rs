@@ -36,9 +36,17 @@ async fn spawn_server() -> Server {
     let task = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            unhidra_server::launch(config, Listeners { api, metrics: None }, shutdown)
-                .await
-                .unwrap();
+            unhidra_server::launch(
+                config,
+                Listeners {
+                    api,
+                    metrics: None,
+                    mqtt: None,
+                },
+                shutdown,
+            )
+            .await
+            .unwrap();
         }
     });
     let client = reqwest::Client::new();

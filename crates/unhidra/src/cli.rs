@@ -66,6 +66,15 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert; refused unless group and others cannot read it (0600)
     #[arg(long, env = "UNHIDRA_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Address of the native MQTT 3.1.1/5 listener for devices (TLS when --tls-cert is set).
+    /// Default none (off)
+    #[arg(long, env = "UNHIDRA_MQTT_LISTEN", value_name = "ADDR")]
+    pub mqtt_listen: Option<SocketAddr>,
+    /// Bridge to an existing MQTT broker: mqtt://host:port or mqtts://host:port. Put
+    /// credentials (user:password@) in the environment variable or the config file, not on
+    /// the command line. Default none (off)
+    #[arg(long, env = "UNHIDRA_MQTT_BRIDGE", value_name = "URL")]
+    pub mqtt_bridge: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +127,12 @@ impl Cli {
             }
             if let Some(key) = &serve.tls_key {
                 config.tls_key = Some(key.clone());
+            }
+            if let Some(addr) = serve.mqtt_listen {
+                config.mqtt.listen = Some(addr);
+            }
+            if let Some(url) = &serve.mqtt_bridge {
+                config.mqtt.bridge = Some(url.clone());
             }
         }
         config.validate()?;

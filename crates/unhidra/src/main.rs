@@ -107,6 +107,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding the API listener on {}", config.listen))?;
     let metrics = bind(config.metrics_listen)
         .with_context(|| format!("binding the metrics listener on {}", config.metrics_listen))?;
+    let mqtt = match config.mqtt.listen {
+        Some(addr) => {
+            Some(bind(addr).with_context(|| format!("binding the MQTT listener on {addr}"))?)
+        }
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     // Handlers are installed before serving starts, so an early SIGTERM drains too.
     let signals = Signals::install()?;
@@ -116,6 +122,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Listeners {
             api,
             metrics: Some(metrics),
+            mqtt,
         },
         shutdown,
     )

@@ -21,6 +21,8 @@ use crate::state::{AppState, SharedState};
 /// Default and longest time a command waits for its device.
 pub const DEFAULT_TTL_SECS: u32 = 3600;
 pub const MAX_TTL_SECS: u32 = 7 * 86_400;
+/// Pending commands sent to a device when it connects; more wait for its next connection.
+pub const PENDING_PAGE: u32 = 256;
 const MAX_ARGS_BYTES: usize = 4096;
 
 /// The hub topic of one device's connections.

@@ -9,6 +9,7 @@
 pub mod commands;
 pub mod events;
 pub mod ingest;
+pub mod link;
 pub mod live;
 pub mod routes;
 pub mod telemetry;

@@ -137,6 +137,8 @@ struct Session {
     limiter: DefaultDirectRateLimiter,
     /// Frames refused by the limiter in the current one-second window.
     refused: (Instant, u32),
+    /// For devices: the device's link (online while it is held).
+    device: Option<crate::devices::link::DeviceLink>,
 }
 
 /// Runs a connection to its end.
@@ -174,6 +176,7 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
         typing_sent: HashMap::new(),
         limiter: RateLimiter::direct(Quota::per_second(per_second)),
         refused: (Instant::now(), 0),
+        device: None,
         state: state.clone(),
     };
     let user_id = match &session.principal {
@@ -196,24 +199,15 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
             spawn_presence_announcement(&state, user_id);
         }
     }
-    let device = match (&session.principal, start.device_owner) {
-        (Principal::Device { id }, Some(owner)) => Some((id.clone(), owner)),
-        _ => None,
-    };
-    if let Some((device_id, owner)) = &device {
+    if let (Principal::Device { id }, Some(owner)) = (&session.principal, &start.device_owner) {
         // Listen before reading pending commands, so none stored in between is missed.
-        let topic = crate::devices::commands::device_topic(device_id);
+        let topic = crate::devices::commands::device_topic(id);
         let receiver = state.gateway.hub.subscribe(&topic);
         session
             .subscriptions
             .insert(topic.clone(), BroadcastStream::new(receiver));
         session.own_topic = Some(topic);
-        let now = state.clock.now();
-        let (device_state, came_online) = state.gateway.devices.connect(device_id, owner, now);
-        announce_device_state(&state, owner, device_id, device_state);
-        if came_online {
-            crate::devices::events::spawn_post(&state, device_id, "is online".to_owned());
-        }
+        session.device = Some(crate::devices::link::DeviceLink::open(&state, id, owner));
     }
     let mut stream = stream;
     let end = session.serve(&mut stream, registration.controls).await;
@@ -230,19 +224,8 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
             spawn_presence_announcement(&state, user_id);
         }
     }
-    if let Some((device_id, owner)) = &device {
-        if let Some(device_state) = state
-            .gateway
-            .devices
-            .disconnect(device_id, state.clock.now())
-        {
-            let went_offline = !device_state.online;
-            announce_device_state(&state, owner, device_id, device_state);
-            if went_offline {
-                crate::devices::events::spawn_post(&state, device_id, "is offline".to_owned());
-            }
-        }
-    }
+    // The device goes offline with its last link.
+    drop(session.device.take());
     if let End::Close(code, reason) = end {
         session.out.close(code, reason).await;
         // The closing handshake: read (and discard) until the client's close, so the
@@ -259,20 +242,6 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
     }
     metrics::gauge!(crate::metrics::GATEWAY_CONNECTIONS_ACTIVE).decrement(1.0);
     tracing::debug!(connection = %connection.id, "websocket closed");
-}
-
-/// Tells the owner's connections about their device.
-fn announce_device_state(
-    state: &SharedState,
-    owner: &str,
-    device_id: &str,
-    device_state: unhidra_proto::devices::DeviceState,
-) {
-    let frame = ServerFrame::DeviceState {
-        device: device_id.to_owned(),
-        state: device_state,
-    };
-    publish_passing(state, &user_topic(owner), &frame);
 }
 
 /// Announces the user's presence without holding up the session.
@@ -475,8 +444,14 @@ impl Session {
                     }
                 }
             }
-            (ClientFrame::Telemetry { metrics, ts }, Principal::Device { id }) => {
-                self.telemetry(&id, metrics, ts).await
+            (ClientFrame::Telemetry { metrics, ts }, Principal::Device { .. }) => {
+                let Some(link) = &self.device else {
+                    return Err(End::Drop);
+                };
+                match link.telemetry(metrics, ts).await {
+                    Ok(_) => Ok(()),
+                    Err(refusal) => self.out.error(refusal.code, refusal.message, None).await,
+                }
             }
             (
                 ClientFrame::Heartbeat {
@@ -484,19 +459,14 @@ impl Session {
                     free_memory,
                     uptime_secs,
                 },
-                Principal::Device { id },
+                Principal::Device { .. },
             ) => {
-                let beat = crate::devices::live::Heartbeat {
-                    firmware_version: firmware_version.map(|v| v.chars().take(64).collect()),
-                    free_memory,
-                    uptime_secs,
-                };
-                let devices = &self.state.gateway.devices;
-                if let (Some(device_state), Some(owner)) = (
-                    devices.heartbeat(&id, beat, self.state.clock.now()),
-                    devices.owner(&id),
-                ) {
-                    announce_device_state(&self.state, &owner, &id, device_state);
+                if let Some(link) = &self.device {
+                    link.heartbeat(crate::devices::live::Heartbeat {
+                        firmware_version,
+                        free_memory,
+                        uptime_secs,
+                    });
                 }
                 Ok(())
             }
@@ -543,20 +513,17 @@ impl Session {
                     }
                 }
             }
-            (ClientFrame::CommandResult { id, ok, output }, Principal::Device { id: device }) => {
-                match crate::devices::commands::answer(&self.state, &device, &id, ok, output).await
-                {
-                    Ok(true) => Ok(()),
-                    Ok(false) => {
+            (ClientFrame::CommandResult { id, ok, output }, Principal::Device { .. }) => {
+                let Some(link) = &self.device else {
+                    return Err(End::Drop);
+                };
+                match link.answer(&id, ok, output).await {
+                    Ok(()) => Ok(()),
+                    Err(refusal) => {
                         self.out
-                            .error(
-                                ErrorCode::NotFound,
-                                "no such command for this device",
-                                Some(id),
-                            )
+                            .error(refusal.code, refusal.message, Some(id))
                             .await
                     }
-                    Err(err) => self.store_error(err, id).await,
                 }
             }
             (ClientFrame::Command { device, .. }, Principal::Device { .. }) => {
@@ -646,12 +613,12 @@ impl Session {
 
     /// Sends the device its pending commands, oldest first, and notes where it is.
     async fn send_pending_commands(&mut self, device_id: &str) -> Result<(), End> {
-        const PAGE: u32 = 256;
+        let Some(link) = &self.device else {
+            return Ok(());
+        };
         let topic = crate::devices::commands::device_topic(device_id);
-        let pending = match self
-            .state
-            .store
-            .pending_commands(device_id, self.state.clock.now(), PAGE)
+        let pending = match link
+            .pending_commands(crate::devices::commands::PENDING_PAGE)
             .await
         {
             Ok(pending) => pending,
@@ -690,60 +657,9 @@ impl Session {
         Ok(())
     }
 
-    /// Records a command's first delivery without holding up the session.
     fn note_delivered(&self, id: String) {
-        let state = self.state.clone();
-        tokio::spawn(async move {
-            let now = state.clock.now();
-            if let Err(err) = state.store.mark_command_delivered(&id, now).await {
-                tracing::warn!(error = %err, "recording a command's delivery failed");
-            }
-        });
-    }
-
-    /// Validates and stores a device's telemetry; the device hears of anything refused or not
-    /// stored, never silence. Storing is awaited: a device's frames are stored in order, and
-    /// a device sending faster than the store takes is slowed down to its pace.
-    async fn telemetry(
-        &mut self,
-        device_id: &str,
-        metrics: std::collections::BTreeMap<String, f64>,
-        ts: Option<time::OffsetDateTime>,
-    ) -> Result<(), End> {
-        let now = self.state.clock.now();
-        let count = match crate::devices::telemetry::validate(&metrics, ts, now) {
-            Ok(count) => count,
-            Err(why) => return self.out.error(ErrorCode::InvalidField, why, None).await,
-        };
-        let at = ts.unwrap_or(now);
-        let points = metrics
-            .into_iter()
-            .map(|(metric, value)| unhidra_store::TelemetryPoint {
-                device_id: device_id.to_owned(),
-                metric,
-                ts: at,
-                value,
-            })
-            .collect();
-        match self.state.telemetry.store(points).await {
-            Ok(()) => {
-                metrics::counter!(crate::metrics::GATEWAY_TELEMETRY_POINTS).increment(count);
-                Ok(())
-            }
-            Err(err) => {
-                use crate::devices::ingest::IngestError;
-                let code = match &err {
-                    IngestError::Overloaded => ErrorCode::Overloaded,
-                    IngestError::Stopped => ErrorCode::Unavailable,
-                    IngestError::Store(_) => ErrorCode::Internal,
-                };
-                tracing::debug!(error = %err, device = device_id, "telemetry not stored");
-                let message = match err {
-                    IngestError::Store(_) => "the telemetry could not be stored".to_owned(),
-                    other => other.to_string(),
-                };
-                self.out.error(code, message, None).await
-            }
+        if let Some(link) = &self.device {
+            link.note_delivered(id);
         }
     }
 

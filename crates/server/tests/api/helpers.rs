@@ -15,6 +15,8 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The native MQTT listener.
+    pub mqtt: SocketAddr,
     pub client: reqwest::Client,
     pub clock: Arc<ManualClock>,
     pub config: Config,
@@ -44,6 +46,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     tweak(&mut config);
     let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = api.local_addr().unwrap();
+    let mqtt_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mqtt = mqtt_listener.local_addr().unwrap();
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let shutdown = CancellationToken::new();
     let server = tokio::spawn({
@@ -53,7 +57,11 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         async move {
             unhidra_server::launch_with_clock(
                 config,
-                Listeners { api, metrics: None },
+                Listeners {
+                    api,
+                    metrics: None,
+                    mqtt: Some(mqtt_listener),
+                },
                 shutdown,
                 clock,
             )
@@ -63,6 +71,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     });
     let app = TestApp {
         addr,
+        mqtt,
         client: reqwest::Client::new(),
         clock,
         config,
@@ -97,6 +106,12 @@ pub struct User {
 }
 
 impl TestApp {
+    /// The server's clock now, in Unix seconds.
+    pub fn clock_now_unix(&self) -> i64 {
+        use unhidra_server::Clock;
+        self.clock.now().unix_timestamp()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -17,6 +17,7 @@ mod edge;
 mod events;
 mod files;
 mod limits;
+mod mqtt;
 mod telemetry;
 mod tls;
 mod tokens;

@@ -94,7 +94,11 @@ async fn spawn_tls_app() -> TlsApp {
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(unhidra_server::launch(
         config,
-        Listeners { api, metrics: None },
+        Listeners {
+            api,
+            metrics: None,
+            mqtt: None,
+        },
         shutdown.clone(),
     ));
     let client = trusting_client(&cert.pem);
@@ -208,7 +212,15 @@ async fn launch_refusal(config: Config) -> LaunchError {
     let shutdown = CancellationToken::new();
     let result = tokio::time::timeout(
         WAIT,
-        unhidra_server::launch(config, Listeners { api, metrics: None }, shutdown.clone()),
+        unhidra_server::launch(
+            config,
+            Listeners {
+                api,
+                metrics: None,
+                mqtt: None,
+            },
+            shutdown.clone(),
+        ),
     )
     .await;
     shutdown.cancel();
