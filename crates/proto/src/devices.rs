@@ -119,6 +119,16 @@ pub struct TelemetrySeries {
     pub buckets: Vec<TelemetryBucket>,
 }
 
+/// `GET /api/v1/devices/{id}/metrics`: the names of the device's metrics that hold points
+/// (within the retention period), by name; each can be asked for in
+/// `GET /api/v1/devices/{id}/telemetry?metric=`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeviceMetrics {
+    pub device_id: String,
+    pub metrics: Vec<String>,
+}
+
 /// `POST /api/v1/devices/{id}/commands`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

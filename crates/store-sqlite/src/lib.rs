@@ -1266,6 +1266,10 @@ impl Store for SqliteStore {
         telemetry::buckets(&self.reader, query).await
     }
 
+    async fn telemetry_metrics(&self, device_id: &str) -> Result<Vec<String>> {
+        telemetry::metrics(&self.reader, device_id).await
+    }
+
     async fn prune_telemetry(&self, before: OffsetDateTime) -> Result<u64> {
         telemetry::prune(&self.writer, before).await
     }

@@ -158,6 +158,21 @@ pub(crate) async fn buckets(
         .collect()
 }
 
+/// See [`unhidra_store::Store::telemetry_metrics`]: the device's series that still hold a
+/// point (pruning empties a series but keeps its row), each checked by its primary key.
+pub(crate) async fn metrics(reader: &SqlitePool, device_id: &str) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT s.metric FROM telemetry_series s
+         WHERE s.device_id = ? AND EXISTS (SELECT 1 FROM telemetry t WHERE t.series_id = s.id)
+         ORDER BY s.metric",
+    )
+    .bind(device_id)
+    .fetch_all(reader)
+    .await
+    .map_err(db)?;
+    Ok(rows.into_iter().map(|(metric,)| metric).collect())
+}
+
 /// See [`unhidra_store::Store::prune_telemetry`]: each series' old range by primary key, a
 /// few hundred series per transaction.
 pub(crate) async fn prune(writer: &SqlitePool, before: OffsetDateTime) -> Result<u64> {

@@ -207,6 +207,8 @@ pub trait Store: Send + Sync + 'static {
     async fn append_telemetry(&self, points: &[TelemetryPoint]) -> Result<u64>;
     /// The query's buckets that hold points, oldest first.
     async fn telemetry_buckets(&self, query: TelemetryQuery) -> Result<Vec<TelemetryBucket>>;
+    /// The names of the device's metrics that hold at least one point, by name.
+    async fn telemetry_metrics(&self, device_id: &str) -> Result<Vec<String>>;
     /// Deletes points older than `before`, in slices of series so that other writers are
     /// not held up for long; returns how many were deleted.
     async fn prune_telemetry(&self, before: OffsetDateTime) -> Result<u64>;

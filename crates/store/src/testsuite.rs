@@ -53,6 +53,7 @@ macro_rules! store_testsuite {
             telemetry_is_summarised_per_bucket,
             telemetry_for_unknown_devices_stores_nothing,
             old_telemetry_is_pruned,
+            a_devices_metrics_are_the_series_with_points,
             what_a_device_reports_is_kept,
             commands_are_pending_in_order_until_answered_or_expired,
         );
@@ -1642,6 +1643,48 @@ pub async fn old_telemetry_is_pruned(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(left[0].count, 3);
+}
+
+pub async fn a_devices_metrics_are_the_series_with_points(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let d = store
+        .create_device(new_device(&alice, "sensor", "k1"))
+        .await
+        .unwrap();
+    let other = store
+        .create_device(new_device(&alice, "other", "k2"))
+        .await
+        .unwrap();
+    assert!(store.telemetry_metrics(&d.id).await.unwrap().is_empty());
+    store
+        .append_telemetry(&[
+            point(&d, "temp", 100, 20.0),
+            point(&d, "rssi", 100, -60.0),
+            point(&d, "temp", 110, 21.0),
+            point(&d, "boot.count", 0, 1.0),
+            point(&other, "humidity", 100, 40.0),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.telemetry_metrics(&d.id).await.unwrap(),
+        ["boot.count", "rssi", "temp"],
+        "by name, once each, only this device's"
+    );
+    assert_eq!(
+        store.telemetry_metrics(&other.id).await.unwrap(),
+        ["humidity"]
+    );
+    assert!(store.telemetry_metrics("ghost").await.unwrap().is_empty());
+    // A series whose points were all pruned is no longer listed.
+    store
+        .prune_telemetry(t0() + Duration::seconds(50))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.telemetry_metrics(&d.id).await.unwrap(),
+        ["rssi", "temp"]
+    );
 }
 
 pub async fn what_a_device_reports_is_kept(store: &dyn Store) {

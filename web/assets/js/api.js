@@ -224,6 +224,54 @@ export class Api {
     return this.request("GET", `/api/v1/files/${encodeURIComponent(fileId)}`, undefined, { as: "blob" });
   }
 
+  // ---- Devices ----
+
+  /** The caller's devices, revoked ones included, oldest first. */
+  async devices() {
+    return (await this.request("GET", "/api/v1/devices")).devices;
+  }
+
+  /** One of the caller's devices; 404 for anyone else's. */
+  device(deviceId) {
+    return this.request("GET", devicePath(deviceId));
+  }
+
+  /** Registers a device: `{device_id, api_key}`; the key is never shown again. */
+  createDevice(name, kind) {
+    const body = { name };
+    if (kind) body.kind = kind;
+    return this.request("POST", "/api/v1/devices", body);
+  }
+
+  revokeDevice(deviceId) {
+    return this.request("DELETE", devicePath(deviceId));
+  }
+
+  /** Posts the device's events in this channel (`null`: nowhere). */
+  linkDeviceChannel(deviceId, channelId) {
+    return this.request("PUT", `${devicePath(deviceId)}/channel`, { channel_id: channelId });
+  }
+
+  /** The names of the device's metrics that hold points. */
+  async deviceMetrics(deviceId) {
+    return (await this.request("GET", `${devicePath(deviceId)}/metrics`)).metrics;
+  }
+
+  /** A metric per bucket: `{from, to, bucket, buckets: [{start, count, min, max, avg, last}]}`. */
+  telemetry(deviceId, { metric, from, to, bucket }) {
+    const query = new URLSearchParams({ metric, from: String(from), to: String(to), bucket: String(bucket) });
+    return this.request("GET", `${devicePath(deviceId)}/telemetry?${query}`);
+  }
+
+  /** Sends a command: the stored command (`{id, status, …}`); the answer comes as `command_result`. */
+  sendCommand(deviceId, name, args) {
+    return this.request("POST", `${devicePath(deviceId)}/commands`, { name, args });
+  }
+
+  command(deviceId, commandId) {
+    return this.request("GET", `${devicePath(deviceId)}/commands/${encodeURIComponent(commandId)}`);
+  }
+
   async search(q, { channel, author } = {}) {
     const query = new URLSearchParams({ q });
     if (channel) query.set("channel", channel);
@@ -234,6 +282,10 @@ export class Api {
 
 function channelPath(channelId) {
   return `/api/v1/channels/${encodeURIComponent(channelId)}`;
+}
+
+function devicePath(deviceId) {
+  return `/api/v1/devices/${encodeURIComponent(deviceId)}`;
 }
 
 function messagePath(channelId, messageId) {

@@ -8,6 +8,7 @@ import { byId } from "./dom.js";
 import { setupAuth, showAuth } from "./views/auth.js";
 import { setupAttachments } from "./views/attachments.js";
 import { setupChannels, showIdentity } from "./views/channels.js";
+import { setupDevices } from "./views/devices.js";
 import { setupMembers } from "./views/members.js";
 import { setupMessageItems } from "./views/message-item.js";
 import { setupMessages } from "./views/messages.js";
@@ -18,7 +19,7 @@ import { setupThread } from "./views/thread.js";
 const IDLE_AFTER_MS = 5 * 60_000;
 
 const api = new Api({ onSessionEnded: () => signOut("Your session has ended. Please log in again.") });
-const store = new Store({ fetchUser: (id) => api.user(id) });
+const store = new Store({ fetchUser: (id) => api.user(id), fetchDevice: (id) => api.device(id) });
 const socket = new ChatSocket({
   token: async (fresh) => {
     if (fresh) await api.refresh();
@@ -32,7 +33,7 @@ const readInFlight = new Map(); // channel → seq being stored
 let wasOnline = false;
 
 function reading() {
-  return document.visibilityState === "visible" && byId("search-view").hidden;
+  return document.visibilityState === "visible" && byId("search-view").hidden && byId("device-view").hidden;
 }
 
 function onFrame(frame) {
@@ -88,6 +89,17 @@ function onFrame(frame) {
     case "channel_removed":
       left(frame.channel);
       break;
+    case "device_state":
+      // A device registered elsewhere (another tab) is not known here yet: read the list.
+      if (!store.setDeviceState(frame.device, frame.state)) loadDevices();
+      break;
+    case "command_result": {
+      // Sent from another tab: what was asked is read, to show it with its answer.
+      const unknown = !store.commands.has(frame.id);
+      store.setCommandResult(frame);
+      if (unknown) api.command(frame.device, frame.id).then((info) => store.putCommand(info), () => {});
+      break;
+    }
     case "error":
       if (frame.ref && store.pending.has(frame.ref) && frame.code !== "rate_limited") {
         store.failPending(frame.ref, frame.message);
@@ -150,7 +162,14 @@ async function refreshChannels() {
   for (const channel of added) joined(channel);
 }
 
+/** The user's devices (names for chat, and the devices view); a failure keeps what is held. */
+function loadDevices() {
+  return api.devices().then((list) => store.setDevices(list), () => {});
+}
+
 async function resync() {
+  // device_state and command_result frames are passing: what changed meanwhile is read.
+  devices.reload().catch(() => {});
   await refreshChannels();
   for (const channel of store.channels.values()) {
     if (channel.direct || channel.id === store.activeId) loadMembers(channel.id);
@@ -163,7 +182,8 @@ async function signedIn() {
   byId("auth-view").hidden = true;
   byId("app-view").hidden = false;
   wasOnline = false;
-  await refreshChannels();
+  // Before the first messages are drawn, so that device senders have their names at once.
+  await Promise.all([refreshChannels(), loadDevices()]);
   socket.start();
   const first = store.sortedChannels()[0];
   if (first) await messages.open(first.id);
@@ -228,25 +248,41 @@ const items = setupMessageItems({
   attachments,
   onOpenThread: (root, options) => thread.open(root, options),
 });
-setupChannels({
+const sidebar = setupChannels({
   store,
   api,
   onOpen: (id) => {
     search.close();
+    devices.close({ restoreFocus: false });
     return messages.open(id);
   },
   onCreated: async (id) => {
     if (!store.channels.has(id)) await refreshChannels();
     search.close();
+    devices.close({ restoreFocus: false });
     await messages.open(id);
   },
 });
 setupMembers({ store, api });
 const messages = setupMessages({ store, api, socket, items, onRead: markRead });
 const thread = setupThread({ store, api, socket, items });
+const devices = setupDevices({
+  store,
+  api,
+  onShow: () => {
+    search.close();
+    thread.close({ restoreFocus: false });
+    sidebar.setDrawer(false);
+  },
+  // Back to the conversation: what arrived meanwhile is read now.
+  onClose: () => {
+    if (store.activeId && reading()) markRead(store.activeId);
+  },
+});
 const search = setupSearch({
   store,
   api,
+  onShow: () => devices.close({ restoreFocus: false }),
   onPick: async (m) => {
     if (store.activeId !== m.channel) await messages.open(m.channel);
     if (m.thread_root) {

@@ -12,10 +12,18 @@
 //   "members"   {channelId}: a channel's member list or someone's read position
 //   "people"    names or presence became known or changed
 //   "typing"    {channelId}
+//   "devices"   {deviceId}: the user's devices (the list, or one device's state) changed
+//   "commands"  {deviceId}: a command sent to a device was stored or answered
 //   "reset"     signed out: forget everything, drafts included
+//
+// Messages are not only from people: a device linked to a channel posts its events there
+// with its own id as the sender. `userName` names senders of either kind.
 
 /** How long a `typing` frame keeps "… is typing" on screen. */
 export const TYPING_SHOWN_MS = 5_000;
+
+/** The name shown for a sender that is neither a person nor a device the user may see. */
+export const UNKNOWN_SENDER = "unknown sender";
 
 export class Store extends EventTarget {
   me = null; // {user_id, username}
@@ -25,11 +33,19 @@ export class Store extends EventTarget {
   users = new Map(); // user id → username
   presence = new Map(); // user id → "online" | "away" | "offline"
   typing = new Map(); // channel id → Map(user id → expiry, ms since epoch)
+  devices = new Map(); // device id → the user's device as the API gives it, state kept live
+  deviceNames = new Map(); // device id → name, for devices of others' that the user may see
+  unknownSenders = new Set(); // ids that are neither a user nor a device the user may see
+  commands = new Map(); // command id → {id, device_id, name, args, status, ok, output, …}
 
-  /** `fetchUser(id)` resolves to `{user_id, username}`; it is asked once per unknown id. */
-  constructor({ fetchUser = null } = {}) {
+  /**
+   * `fetchUser(id)` resolves to `{user_id, username}`; it is asked once per unknown id.
+   * `fetchDevice(id)` resolves to a device; it is asked when `fetchUser` answers 404.
+   */
+  constructor({ fetchUser = null, fetchDevice = null } = {}) {
     super();
     this.fetchUser = fetchUser;
+    this.fetchDevice = fetchDevice;
     this.asked = new Set();
   }
 
@@ -41,6 +57,10 @@ export class Store extends EventTarget {
     this.users.clear();
     this.presence.clear();
     this.typing.clear();
+    this.devices.clear();
+    this.deviceNames.clear();
+    this.unknownSenders.clear();
+    this.commands.clear();
     this.asked.clear();
     this.#emit("reset");
     this.#emit("channels");
@@ -378,18 +398,51 @@ export class Store extends EventTarget {
 
   // ---- People ----
 
-  /** A user's name; unknown ones are looked up (a "people" event follows). */
+  /**
+   * A sender's name: a user's, or a device's; unknown ones are looked up (a "people" event
+   * follows), and "…" stands in until then.
+   */
   userName(userId) {
     if (this.me && userId === this.me.user_id) return this.me.username;
-    const name = this.users.get(userId);
+    const name = this.users.get(userId) ?? this.deviceName(userId);
     if (name) return name;
-    if (this.fetchUser && !this.asked.has(userId)) {
-      this.asked.add(userId);
-      this.fetchUser(userId)
-        .then((u) => this.setUsers([u]))
-        .catch(() => this.asked.delete(userId));
-    }
+    if (this.unknownSenders.has(userId)) return UNKNOWN_SENDER;
+    this.#lookUp(userId);
     return "…";
+  }
+
+  /** The name of a device the user may see (theirs, or one looked up), else null. */
+  deviceName(id) {
+    return this.devices.get(id)?.name ?? this.deviceNames.get(id) ?? null;
+  }
+
+  /** Whether the id is a device's (as far as the user may know). */
+  isDevice(id) {
+    return this.devices.has(id) || this.deviceNames.has(id);
+  }
+
+  /** Asks who `id` is: a user, else a device; ids that are neither are not asked again. */
+  #lookUp(id) {
+    if (!this.fetchUser || this.asked.has(id)) return;
+    this.asked.add(id);
+    const gaveUp = (err) => {
+      if (err?.status === 404) {
+        this.unknownSenders.add(id);
+        this.#emit("people");
+      } else {
+        this.asked.delete(id); // a network error: asked again at the next drawing
+      }
+    };
+    this.fetchUser(id)
+      .then((u) => this.setUsers([u]))
+      .catch((err) => {
+        if (err?.status !== 404 || !this.fetchDevice) return gaveUp(err);
+        // Not a person: a device posting its events, if it is one the user may see.
+        return this.fetchDevice(id).then((device) => {
+          this.deviceNames.set(id, device.name);
+          this.#emit("people");
+        }, gaveUp);
+      });
   }
 
   setUsers(users) {
@@ -426,6 +479,59 @@ export class Store extends EventTarget {
     if (!member || seq <= member.last_read_seq) return;
     member.last_read_seq = seq;
     this.#emit("members", { channelId });
+  }
+
+  // ---- Devices ----
+
+  /** The user's devices from the server (`GET /api/v1/devices`). */
+  setDevices(list) {
+    this.devices = new Map(list.map((d) => [d.device_id, d]));
+    for (const d of list) this.unknownSenders.delete(d.device_id);
+    this.#emit("devices", { deviceId: null });
+    this.#emit("people");
+  }
+
+  /** One device, new or changed (registered, linked, revoked, or read again). */
+  putDevice(device) {
+    const held = this.devices.get(device.device_id);
+    this.devices.set(device.device_id, device);
+    this.unknownSenders.delete(device.device_id);
+    this.#emit("devices", { deviceId: device.device_id });
+    if (held?.name !== device.name) this.#emit("people");
+  }
+
+  /** A `device_state` frame; false when the device is not known here (yet). */
+  setDeviceState(deviceId, state) {
+    const held = this.devices.get(deviceId);
+    if (!held) return false;
+    this.devices.set(deviceId, { ...held, state });
+    this.#emit("devices", { deviceId });
+    return true;
+  }
+
+  /** The user's devices, by name. */
+  sortedDevices() {
+    return [...this.devices.values()].sort((a, b) => a.name.localeCompare(b.name) || a.created_at.localeCompare(b.created_at));
+  }
+
+  /** A command as stored (`POST …/commands`) or read back; an answer held already stays. */
+  putCommand(info) {
+    const held = this.commands.get(info.id);
+    const answered = held?.status === "completed" && info.status !== "completed";
+    this.commands.set(info.id, answered ? { ...info, status: held.status, ok: held.ok, output: held.output } : { ...held, ...info });
+    this.#emit("commands", { deviceId: info.device_id });
+  }
+
+  /** A `command_result` frame (it may come before the sender's request has returned). */
+  setCommandResult(frame) {
+    const held = this.commands.get(frame.id) ?? { id: frame.id, device_id: frame.device };
+    this.commands.set(frame.id, { ...held, status: "completed", ok: frame.ok, output: frame.output });
+    this.#emit("commands", { deviceId: frame.device });
+  }
+
+  /** The commands sent to a device in this session, oldest first. */
+  commandsOf(deviceId) {
+    return [...this.commands.values()].filter((c) => c.device_id === deviceId);
   }
 
   // ---- Typing ----

@@ -1,11 +1,12 @@
-//! `GET /api/v1/devices/{id}/telemetry`: a metric of a device, summarised per bucket.
+//! `GET /api/v1/devices/{id}/telemetry`: a metric of a device, summarised per bucket; and
+//! `GET /api/v1/devices/{id}/metrics`: which metrics it has.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::Deserialize;
 use time::OffsetDateTime;
-use unhidra_proto::devices::{TelemetryBucket, TelemetrySeries};
+use unhidra_proto::devices::{DeviceMetrics, TelemetryBucket, TelemetrySeries};
 use unhidra_proto::{ErrorBody, ErrorCode};
 use unhidra_store::TelemetryQuery;
 use utoipa::IntoParams;
@@ -34,6 +35,31 @@ fn bad(message: &'static str) -> ApiError {
     ApiError::bad_request(ErrorCode::InvalidField, message)
 }
 
+/// The device, if the caller may read its telemetry: its owner, or an administrator.
+/// Another user's device is 404, as if it did not exist.
+async fn readable_device(
+    state: &SharedState,
+    auth: &AuthUser,
+    id: &str,
+) -> Result<unhidra_store::Device, ApiError> {
+    let device = state
+        .store
+        .device_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such device"))?;
+    if device.owner_id != auth.user_id {
+        let admin = state
+            .store
+            .user_by_id(&auth.user_id)
+            .await?
+            .is_some_and(|u| u.is_admin);
+        if !admin {
+            return Err(ApiError::not_found("no such device"));
+        }
+    }
+    Ok(device)
+}
+
 /// A metric of one of the caller's devices (administrators: any device), per bucket, with
 /// min/max/avg/last/count. Another user's device is 404, as if it did not exist.
 #[utoipa::path(
@@ -55,21 +81,7 @@ pub async fn series(
 ) -> Result<Json<TelemetrySeries>, ApiError> {
     let Query(query) =
         query.map_err(|r| ApiError::bad_request(ErrorCode::BadRequest, r.body_text()))?;
-    let device = state
-        .store
-        .device_by_id(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such device"))?;
-    if device.owner_id != auth.user_id {
-        let admin = state
-            .store
-            .user_by_id(&auth.user_id)
-            .await?
-            .is_some_and(|u| u.is_admin);
-        if !admin {
-            return Err(ApiError::not_found("no such device"));
-        }
-    }
+    let device = readable_device(&state, &auth, &id).await?;
     let bucket = query.bucket.unwrap_or(60);
     let to = query
         .to
@@ -115,5 +127,31 @@ pub async fn series(
                 last: b.last,
             })
             .collect(),
+    }))
+}
+
+/// The names of the metrics a device has sent that still hold points, by name: what
+/// `GET /api/v1/devices/{id}/telemetry?metric=` can be asked for. The caller's devices
+/// (administrators: any device); another user's device is 404, as if it did not exist.
+#[utoipa::path(
+    get, path = "/api/v1/devices/{id}/metrics", tag = "devices",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Device id")),
+    responses(
+        (status = 200, description = "The device's metric names, by name", body = DeviceMetrics),
+        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+        (status = 404, description = "No such device of the caller's", body = ErrorBody),
+    )
+)]
+pub async fn metrics(
+    State(state): State<SharedState>,
+    auth: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<DeviceMetrics>, ApiError> {
+    let device = readable_device(&state, &auth, &id).await?;
+    let metrics = state.store.telemetry_metrics(&device.id).await?;
+    Ok(Json(DeviceMetrics {
+        device_id: device.id,
+        metrics,
     }))
 }

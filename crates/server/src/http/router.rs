@@ -81,6 +81,7 @@ fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(devices::routes::whoami))
         .routes(routes!(devices::routes::link_channel))
         .routes(routes!(devices::telemetry_routes::series))
+        .routes(routes!(devices::telemetry_routes::metrics))
         .routes(routes!(devices::commands::create))
         .routes(routes!(devices::commands::get))
         .routes(routes!(chat::routes::create, chat::routes::list))

@@ -218,7 +218,7 @@ async fn api_responses_are_neither_cached_nor_sniffed() {
 }
 
 /// Every route the server answers, by method and path template.
-const ROUTES: [(&str, &str); 42] = [
+const ROUTES: [(&str, &str); 43] = [
     ("post", "/api/v1/auth/register"),
     ("post", "/api/v1/auth/login"),
     ("post", "/api/v1/auth/refresh"),
@@ -231,6 +231,7 @@ const ROUTES: [(&str, &str); 42] = [
     ("delete", "/api/v1/devices/{id}"),
     ("get", "/api/v1/device"),
     ("get", "/api/v1/devices/{id}/telemetry"),
+    ("get", "/api/v1/devices/{id}/metrics"),
     ("put", "/api/v1/devices/{id}/channel"),
     ("post", "/api/v1/devices/{id}/commands"),
     ("get", "/api/v1/devices/{id}/commands/{command_id}"),

@@ -224,3 +224,62 @@ async fn owners_see_their_devices_come_and_go_with_what_they_report() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_devices_metrics_are_listed_by_name_for_its_owner() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let mallory = app.user("mallory").await;
+    let (device_id, key) = app.device(&alice, "sensor").await;
+    let (other_id, _) = app.device(&alice, "quiet").await;
+    let path = format!("/api/v1/devices/{device_id}/metrics");
+
+    // Nothing sent yet: no metrics.
+    let r = app.get_as(&alice.access, &path).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        body(r).await,
+        json!({"device_id": device_id, "metrics": []})
+    );
+
+    let (mut ws, _) = connect(&app, &format!("device.{key}")).await;
+    send(
+        &mut ws,
+        json!({"type": "telemetry", "metrics": {"temp": 21.5, "rssi": -60.0}}),
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"type": "telemetry", "metrics": {"temp": 21.7, "battery.volts": 3.7}}),
+    )
+    .await;
+    assert_eq!(settle(&mut ws).await, Vec::<Value>::new(), "no errors");
+
+    let r = app.get_as(&alice.access, &path).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        body(r).await,
+        json!({"device_id": device_id, "metrics": ["battery.volts", "rssi", "temp"]})
+    );
+    // Each device has its own.
+    let quiet = body(
+        app.get_as(
+            &alice.access,
+            &format!("/api/v1/devices/{other_id}/metrics"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(quiet["metrics"], json!([]));
+    // Another user's device, or none, does not exist for the caller.
+    assert_error(app.get_as(&mallory.access, &path).await, 404, "not_found").await;
+    assert_error(
+        app.get_as(&alice.access, "/api/v1/devices/nope/metrics")
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    let r = app.client.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}

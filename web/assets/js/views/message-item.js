@@ -10,6 +10,33 @@ import { h, timeEl } from "../dom.js";
 /** The reaction picker: a few common emoji. */
 export const EMOJI = ["👍", "❤️", "😂", "🎉", "😮", "👀"];
 
+/**
+ * What a sender element holds: the name, and a "device" marker when a device sent it (its
+ * events in a linked channel). Used again when names become known (`refreshSender`).
+ */
+function senderParts(store, id) {
+  const name = store.userName(id);
+  if (store.isDevice(id)) return [name, h("span", { class: "tag device-tag" }, "device")];
+  return [name];
+}
+
+/** A sender element: `<span class="sender" data-user>` with the name (and device marker). */
+export function senderEl(store, id) {
+  const el = h("span", { class: "sender", dataset: { user: id } });
+  refreshSender(store, el);
+  return el;
+}
+
+/** Draws a sender element again with what is known now. */
+export function refreshSender(store, el) {
+  const id = el.dataset.user;
+  el.replaceChildren(...senderParts(store, id));
+  el.classList.toggle("device", store.isDevice(id));
+  // The id of a sender that cannot be named, for whoever needs to tell them apart.
+  if (store.unknownSenders.has(id)) el.title = id;
+  else el.removeAttribute("title");
+}
+
 export function setupMessageItems({ store, api, attachments, onOpenThread }) {
   let editing = null; // {id, draft, error}
   let confirming = null; // id of the message whose deletion awaits confirmation
@@ -21,7 +48,7 @@ export function setupMessageItems({ store, api, attachments, onOpenThread }) {
   }
 
   function nameEl(userId) {
-    return h("span", { class: "sender", dataset: { user: userId } }, store.userName(userId));
+    return senderEl(store, userId);
   }
 
   function item(m, { inThread = false } = {}) {
@@ -260,7 +287,7 @@ export function setupMessageItems({ store, api, attachments, onOpenThread }) {
 
   /** Updates the names shown under `root` once they are known. */
   function refreshNames(root) {
-    for (const el of root.querySelectorAll(".sender[data-user]")) el.textContent = store.userName(el.dataset.user);
+    for (const el of root.querySelectorAll(".sender[data-user]")) refreshSender(store, el);
   }
 
   return { item, pendingItem, swap, refreshNames };

@@ -2,8 +2,9 @@
 // (and its thread, for a reply) and highlights the message.
 
 import { byId, h, timeEl } from "../dom.js";
+import { refreshSender, senderEl } from "./message-item.js";
 
-export function setupSearch({ store, api, onPick }) {
+export function setupSearch({ store, api, onPick, onShow = () => {} }) {
   const form = byId("search-form");
   const input = byId("search-input");
   const view = byId("search-view");
@@ -12,6 +13,7 @@ export function setupSearch({ store, api, onPick }) {
   const status = byId("search-status");
 
   function show(visible) {
+    if (visible) onShow();
     view.hidden = !visible;
     conversation.hidden = visible;
   }
@@ -33,7 +35,7 @@ export function setupSearch({ store, api, onPick }) {
           h("button", { type: "button", dataset: { channel: m.channel, seq: m.seq }, onclick: () => pick(m) },
             h("span", { class: "meta" },
               `${where}${m.thread_root ? " (thread)" : ""} · `,
-              h("span", { class: "sender", dataset: { user: m.sender } }, store.userName(m.sender)),
+              senderEl(store, m.sender),
               " · ", timeEl(m.ts)),
             h("span", { class: "body" }, m.body)));
       }));
@@ -49,7 +51,7 @@ export function setupSearch({ store, api, onPick }) {
   }
 
   store.addEventListener("people", () => {
-    for (const el of results.querySelectorAll(".sender[data-user]")) el.textContent = store.userName(el.dataset.user);
+    for (const el of results.querySelectorAll(".sender[data-user]")) refreshSender(store, el);
   });
 
   byId("search-close").addEventListener("click", () => {
