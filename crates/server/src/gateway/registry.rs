@@ -42,6 +42,9 @@ pub struct Connection {
     /// Set when a control message could not be queued: the session closes and the client
     /// resyncs, rather than miss a change.
     pub must_resync: std::sync::atomic::AtomicBool,
+    /// Set as soon as the server asks the connection to close, before its session has
+    /// acted on it: whoever takes messages for it can refuse them from that moment.
+    pub closing: std::sync::atomic::AtomicBool,
 }
 
 impl Connection {
@@ -88,6 +91,7 @@ impl Registry {
             frames_out: AtomicU64::new(0),
             control,
             must_resync: std::sync::atomic::AtomicBool::new(false),
+            closing: std::sync::atomic::AtomicBool::new(false),
         });
         self.connections
             .insert(connection.id.clone(), Arc::clone(&connection));
@@ -123,6 +127,11 @@ impl Registry {
         for entry in self.connections.iter() {
             let connection = entry.value();
             if which(connection) {
+                if matches!(control, Control::Close(_)) {
+                    connection
+                        .closing
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 if connection.control.try_send(control.clone()).is_err() {
                     // Its queue is full (or it is ending): it closes and resyncs instead.
                     connection

@@ -140,7 +140,7 @@ fn client_tls() -> Result<rustls::ClientConfig, BridgeError> {
 /// A device the bridge hears from.
 struct Bridged {
     link: DeviceLink,
-    connection_id: String,
+    connection: Arc<crate::gateway::registry::Connection>,
     /// Ends the device's command task.
     stop: CancellationToken,
     last_heard: std::sync::Mutex<tokio::time::Instant>,
@@ -280,7 +280,17 @@ impl Bridge {
     async fn device(self: &Arc<Self>, device_id: &str) -> Option<Arc<Bridged>> {
         let mut devices = self.devices.lock().await;
         if let Some(device) = devices.get(device_id) {
-            return Some(Arc::clone(device));
+            if !device
+                .connection
+                .closing
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                return Some(Arc::clone(device));
+            }
+            // Revoked (or closed by an administrator) a moment ago: checked again below.
+            if let Some(closed) = devices.remove(device_id) {
+                self.forget(&closed);
+            }
         }
         let registered = match self.state.store.device_by_id(device_id).await {
             Ok(Some(device)) if device.revoked_at.is_none() => device,
@@ -301,7 +311,7 @@ impl Bridge {
         });
         let device = Arc::new(Bridged {
             link: DeviceLink::open(&self.state, &registered.id, &registered.owner_id),
-            connection_id: registration.connection.id.clone(),
+            connection: Arc::clone(&registration.connection),
             stop: CancellationToken::new(),
             last_heard: std::sync::Mutex::new(tokio::time::Instant::now()),
         });
@@ -327,7 +337,7 @@ impl Bridge {
         self.state
             .gateway
             .registry
-            .unregister(&device.connection_id);
+            .unregister(&device.connection.id);
     }
 }
 

@@ -18,6 +18,7 @@ mod events;
 mod files;
 mod limits;
 mod mqtt;
+mod mqtt_bridge;
 mod telemetry;
 mod tls;
 mod tokens;
