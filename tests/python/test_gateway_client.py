@@ -46,7 +46,7 @@ HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 class ServerProcess:
     """A running `unhidra serve` whose output is read by background threads."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, extra_args: list[str] | None = None) -> None:
         binary = Path(os.environ.get("UNHIDRA_BIN", "target/debug/unhidra"))
         if not binary.is_absolute():
             binary = REPO / binary
@@ -56,6 +56,8 @@ class ServerProcess:
         self._lock = threading.Lock()
         self._listening = threading.Event()
         self.addr: str | None = None
+        self.mqtt_addr: str | None = None
+        self._want_mqtt = "--mqtt-listen" in (extra_args or [])
         env = {k: v for k, v in os.environ.items() if not k.startswith("UNHIDRA_")}
         env["RUST_LOG"] = "info"
         self.process = subprocess.Popen(
@@ -70,6 +72,7 @@ class ServerProcess:
                 "127.0.0.1:0",
                 "--log-format",
                 "json",
+                *(extra_args or []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -97,7 +100,10 @@ class ServerProcess:
             fields = json.loads(line).get("fields", {})
         except (ValueError, AttributeError):
             return
+        if fields.get("message") == "MQTT listening" and "addr" in fields:
+            self.mqtt_addr = fields["addr"]
         if fields.get("message") == "API listening" and "addr" in fields:
+            # The MQTT listener (when asked for) logs before the API's.
             self.addr = fields["addr"]
             self._listening.set()
 
@@ -117,6 +123,8 @@ class ServerProcess:
                     + self.output()
                 )
         assert self.addr is not None
+        if self._want_mqtt:
+            assert self.mqtt_addr is not None, self.output()
         return self.addr
 
     def stop(self) -> int:
@@ -206,8 +214,8 @@ def assert_exited_cleanly(server: Server, status: int) -> None:
     assert status == 0, f"unhidra serve exited with {status} on SIGTERM:\n{output}"
 
 
-def start_server(data_dir: Path) -> Server:
-    process = ServerProcess(data_dir)
+def start_server(data_dir: Path, extra_args: list[str] | None = None) -> Server:
+    process = ServerProcess(data_dir, extra_args)
     try:
         return Server(process, process.wait_listening())
     except BaseException:
