@@ -60,6 +60,8 @@ fn make_cert(dir: &Path, name: &str) -> TestCert {
 /// A server whose API listener speaks TLS, and clients that trust its certificate.
 struct TlsApp {
     addr: SocketAddr,
+    /// The MQTT listener, on TLS too.
+    mqtt: SocketAddr,
     /// Trusts the test certificate only.
     client: reqwest::Client,
     cert: TestCert,
@@ -91,19 +93,22 @@ async fn spawn_tls_app() -> TlsApp {
     let (dir, cert, config) = tls_config();
     let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = api.local_addr().unwrap();
+    let mqtt_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mqtt = mqtt_listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(unhidra_server::launch(
         config,
         Listeners {
             api,
             metrics: None,
-            mqtt: None,
+            mqtt: Some(mqtt_listener),
         },
         shutdown.clone(),
     ));
     let client = trusting_client(&cert.pem);
     let app = TlsApp {
         addr,
+        mqtt,
         client,
         cert,
         shutdown,
@@ -174,6 +179,17 @@ impl TlsApp {
         &self,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> Result<TlsStream<TcpStream>, std::io::Error> {
+        self.tls_connect_to(self.addr, versions, &[b"h2", b"http/1.1"])
+            .await
+    }
+
+    /// A TLS connection to `addr` for `localhost`, offering `alpn`.
+    async fn tls_connect_to(
+        &self,
+        addr: SocketAddr,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        alpn: &[&[u8]],
+    ) -> Result<TlsStream<TcpStream>, std::io::Error> {
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(CertificateDer::from_pem_slice(self.cert.pem.as_bytes()).unwrap())
@@ -184,8 +200,8 @@ impl TlsApp {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let tcp = TcpStream::connect(self.addr).await?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let tcp = TcpStream::connect(addr).await?;
         let name = ServerName::try_from("localhost").unwrap();
         tokio::time::timeout(
             WAIT,
@@ -440,5 +456,74 @@ async fn a_file_that_is_not_a_pem_certificate_stops_the_start() {
     assert!(
         message.contains(&garbage.display().to_string()),
         "{message}"
+    );
+}
+
+#[tokio::test]
+async fn mqtt_speaks_tls_with_the_same_certificate() {
+    use futures::SinkExt;
+    use rumqttc::mqttbytes::{v4, QoS};
+    use tokio_util::codec::Framed;
+
+    let app = spawn_tls_app().await;
+    let (_, access) = app.user("alice").await;
+    let r = app
+        .client
+        .post(app.url("/api/v1/devices"))
+        .bearer_auth(&access)
+        .json(&json!({"name": "secure"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created = body(r).await;
+    let (device, key) = (
+        created["device_id"].as_str().unwrap().to_owned(),
+        created["api_key"].as_str().unwrap().to_owned(),
+    );
+    let codec = || v4::Codec {
+        max_incoming_size: 1 << 16,
+        max_outgoing_size: 1 << 16,
+    };
+    // With no ALPN, and with the "mqtt" ALPN some clients send: both are served.
+    for alpn in [&[][..], &[&b"mqtt"[..]][..]] {
+        let tls = app
+            .tls_connect_to(app.mqtt, &[&rustls::version::TLS13], alpn)
+            .await
+            .expect("TLS handshake on the MQTT listener");
+        let mut c = Framed::new(tls, codec());
+        let mut connect = v4::Connect::new("tls-client");
+        connect.set_login(&device, &key);
+        c.send(v4::Packet::Connect(connect)).await.unwrap();
+        match tokio::time::timeout(WAIT, c.next()).await.unwrap() {
+            Some(Ok(v4::Packet::ConnAck(ack))) => {
+                assert_eq!(ack.code, v4::ConnectReturnCode::Success)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        let mut p = v4::Publish::new(
+            format!("unhidra/devices/{device}/telemetry"),
+            QoS::AtLeastOnce,
+            json!({"metrics": {"t": 1}}).to_string(),
+        );
+        p.pkid = 1;
+        c.send(v4::Packet::Publish(p)).await.unwrap();
+        match tokio::time::timeout(WAIT, c.next()).await.unwrap() {
+            Some(Ok(v4::Packet::PubAck(ack))) => assert_eq!(ack.pkid, 1),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+        c.send(v4::Packet::Disconnect).await.unwrap();
+    }
+    // Plain MQTT on the TLS port gets no CONNACK.
+    let mut plain = Framed::new(TcpStream::connect(app.mqtt).await.unwrap(), codec());
+    let mut connect = v4::Connect::new("plain-client");
+    connect.set_login(&device, &key);
+    plain.send(v4::Packet::Connect(connect)).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(15), plain.next())
+        .await
+        .expect("the TLS listener neither answered nor closed");
+    assert!(
+        !matches!(answer, Some(Ok(v4::Packet::ConnAck(_)))),
+        "a plain CONNECT was accepted on the TLS listener: {answer:?}"
     );
 }
