@@ -219,6 +219,25 @@ impl TestApp {
         }
     }
 
+    /// How many telemetry points of `metric` the device has stored in the last hour, as its
+    /// owner reads them over REST.
+    pub async fn stored_points(&self, owner: &User, device: &str, metric: &str) -> i64 {
+        let now = self.clock_now_unix();
+        let path = format!(
+            "/api/v1/devices/{device}/telemetry?metric={metric}&from={}&to={}&bucket=3600",
+            now - 3600,
+            now + 60
+        );
+        let r = self.get_as(&owner.access, &path).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        body(r).await["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|bucket| bucket["count"].as_i64().unwrap())
+            .sum()
+    }
+
     /// Registers a device for `user`; returns (device_id, api_key).
     pub async fn device(&self, user: &User, name: &str) -> (String, String) {
         let r = self

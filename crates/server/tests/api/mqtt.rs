@@ -217,28 +217,6 @@ fn reason_string(ack: &v5::PubAck) -> String {
         .unwrap_or_default()
 }
 
-async fn points(app: &TestApp, user: &User, device: &str, metric: &str) -> i64 {
-    let now = app.clock_now_unix();
-    let r = app
-        .get_as(
-            &user.access,
-            &format!(
-                "/api/v1/devices/{device}/telemetry?metric={metric}&from={}&to={}&bucket=3600",
-                now - 3600,
-                now + 60
-            ),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let b = body(r).await;
-    b["buckets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|bucket| bucket["count"].as_i64().unwrap())
-        .sum()
-}
-
 #[tokio::test]
 async fn mqtt_3_1_1_device_sends_telemetry_and_status_and_answers_a_command() {
     let app = spawn_app().await;
@@ -267,7 +245,7 @@ async fn mqtt_3_1_1_device_sends_telemetry_and_status_and_answers_a_command() {
         Some(v4::Packet::PubAck(ack)) => assert_eq!(ack.pkid, 7),
         other => panic!("expected PUBACK, got {other:?}"),
     }
-    assert_eq!(points(&app, &alice, &device, "temp").await, 1);
+    assert_eq!(app.stored_points(&alice, &device, "temp").await, 1);
     // QoS 0 too, stored before the next packet is read.
     app.clock.advance(time::Duration::seconds(1));
     c.publish(
@@ -278,7 +256,7 @@ async fn mqtt_3_1_1_device_sends_telemetry_and_status_and_answers_a_command() {
     )
     .await;
     assert!(c.settle().await.is_empty());
-    assert_eq!(points(&app, &alice, &device, "temp").await, 2);
+    assert_eq!(app.stored_points(&alice, &device, "temp").await, 2);
 
     // A status message is a heartbeat: the owner sees it.
     c.publish(
@@ -398,7 +376,7 @@ async fn mqtt_5_refusals_carry_reason_codes_and_store_nothing() {
             other => panic!("expected the error message, got {other:?}"),
         }
     }
-    assert_eq!(points(&app, &alice, &device, "t").await, 0);
+    assert_eq!(app.stored_points(&alice, &device, "t").await, 0);
 
     // Another device's topic, or a topic outside the tree: not authorized.
     for (pkid, foreign) in [
@@ -412,7 +390,7 @@ async fn mqtt_5_refusals_carry_reason_codes_and_store_nothing() {
         assert_eq!(ack.reason, v5::PubAckReason::NotAuthorized, "{foreign}");
         assert!(matches!(c.next().await, Some(v5::Packet::Publish(_))));
     }
-    assert_eq!(points(&app, &alice, &other, "t").await, 0);
+    assert_eq!(app.stored_points(&alice, &other, "t").await, 0);
 
     // Subscriptions outside its own commands/errors topics are refused one by one.
     let filters = [
@@ -451,7 +429,7 @@ async fn mqtt_5_refusals_carry_reason_codes_and_store_nothing() {
         )
         .await;
     assert_eq!(ack.reason, v5::PubAckReason::Success);
-    assert_eq!(points(&app, &alice, &device, "t").await, 1);
+    assert_eq!(app.stored_points(&alice, &device, "t").await, 1);
 
     // QoS 2 is not offered: a client that uses it anyway is disconnected.
     let mut p = v5::Publish::new(
@@ -514,7 +492,7 @@ async fn mqtt_3_1_1_publishing_outside_its_topics_closes_the_connection() {
     )
     .await;
     c.closed(WAIT).await;
-    assert_eq!(points(&app, &alice, &other, "t").await, 0);
+    assert_eq!(app.stored_points(&alice, &other, "t").await, 0);
 }
 
 #[tokio::test]

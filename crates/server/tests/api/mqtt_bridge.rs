@@ -81,25 +81,28 @@ async fn device_on_broker(
     (client, rx, task)
 }
 
-async fn stored(app: &TestApp, user: &User, device: &str, metric: &str) -> i64 {
-    let now = app.clock_now_unix();
-    let r = app
-        .get_as(
-            &user.access,
-            &format!(
-                "/api/v1/devices/{device}/telemetry?metric={metric}&from={}&to={}&bucket=3600",
-                now - 3600,
-                now + 60
-            ),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    body(r).await["buckets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["count"].as_i64().unwrap())
-        .sum()
+/// Publishes readings of `metric` until one is stored: the bridge subscribes once it has
+/// connected, and until then the broker has no one to give them to. Each value is sent once
+/// (a reading at the same second replaces the last, so the count says when one landed).
+async fn send_until_stored(
+    app: &TestApp,
+    owner: &User,
+    client: &AsyncClient,
+    device: &str,
+    metric: &str,
+) {
+    for i in 0..100 {
+        let payload = json!({"metrics": {metric: 20.0 + f64::from(i)}}).to_string();
+        client
+            .publish(topic(device, "telemetry"), QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if app.stored_points(owner, device, metric).await > 0 {
+            return;
+        }
+    }
+    panic!("telemetry through the broker was never stored");
 }
 
 #[tokio::test]
@@ -122,28 +125,7 @@ async fn the_bridge_routes_a_brokers_device_both_ways() {
         .await
         .unwrap();
 
-    // The bridge subscribes when it has connected; until then the broker has no one to
-    // give the telemetry to, so the device sends until it is stored (each value once: a
-    // reading at the same second replaces the last, so the count says when one landed).
-    let mut landed = false;
-    for i in 0..100 {
-        let payload = json!({"metrics": {"temp": 20.0 + f64::from(i)}}).to_string();
-        client
-            .publish(
-                topic(&device, "telemetry"),
-                QoS::AtLeastOnce,
-                false,
-                payload,
-            )
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if stored(&app, &alice, &device, "temp").await > 0 {
-            landed = true;
-            break;
-        }
-    }
-    assert!(landed, "telemetry through the broker was never stored");
+    send_until_stored(&app, &alice, &client, &device, "temp").await;
     let online = next_of(&mut owner, "device_state").await;
     assert_eq!(online["state"]["online"], true);
 
@@ -203,31 +185,13 @@ async fn the_bridge_refuses_revoked_and_unknown_devices() {
     let alice = app.user("alice").await;
     let (device, _) = app.device(&alice, "soon-revoked").await;
     let (client, _inbox, _task) = device_on_broker(&host, port, &device).await;
-    let mut landed = false;
-    for i in 0..100 {
-        let payload = json!({"metrics": {"v": f64::from(i)}}).to_string();
-        client
-            .publish(
-                topic(&device, "telemetry"),
-                QoS::AtLeastOnce,
-                false,
-                payload,
-            )
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if stored(&app, &alice, &device, "v").await > 0 {
-            landed = true;
-            break;
-        }
-    }
-    assert!(landed, "telemetry through the broker was never stored");
+    send_until_stored(&app, &alice, &client, &device, "v").await;
 
     let r = app
         .delete_as(&alice.access, &format!("/api/v1/devices/{device}"))
         .await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let before = stored(&app, &alice, &device, "v").await;
+    let before = app.stored_points(&alice, &device, "v").await;
     // From now on nothing of it is taken, though the broker still has it connected.
     for i in 0..5 {
         app.clock.advance(time::Duration::seconds(1));
@@ -253,5 +217,5 @@ async fn the_bridge_refuses_revoked_and_unknown_devices() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(stored(&app, &alice, &device, "v").await, before);
+    assert_eq!(app.stored_points(&alice, &device, "v").await, before);
 }
