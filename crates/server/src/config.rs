@@ -44,6 +44,7 @@ pub struct Config {
     pub files: FilesConfig,
     pub telemetry: TelemetryConfig,
     pub mqtt: MqttConfig,
+    pub ml: MlConfig,
 }
 
 impl Default for Config {
@@ -64,6 +65,7 @@ impl Default for Config {
             files: FilesConfig::default(),
             telemetry: TelemetryConfig::default(),
             mqtt: MqttConfig::default(),
+            ml: MlConfig::default(),
         }
     }
 }
@@ -237,6 +239,40 @@ impl Default for MqttConfig {
     }
 }
 
+/// The ML sidecar: Python workers that score telemetry anomalies (and, later, messages).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MlConfig {
+    /// Start the workers. When they cannot start (no Python, or the worker's packages
+    /// missing), the server runs without ML and says so in the log.
+    pub enabled: bool,
+    /// The interpreter that has the `unhidra_ml` package (`scripts/setup-ml.sh` makes
+    /// `.venv-ml/bin/python`).
+    pub python: PathBuf,
+    pub workers: usize,
+    /// Requests waiting or in flight, over all workers; beyond this, calls are refused.
+    pub queue: usize,
+    pub request_timeout_ms: u64,
+    /// Score stored telemetry for anomalies.
+    pub anomaly: bool,
+    /// At most one anomaly event per device and metric in this many seconds.
+    pub anomaly_event_cooldown_secs: u32,
+}
+
+impl Default for MlConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            python: PathBuf::from("python3"),
+            workers: 2,
+            queue: 1024,
+            request_timeout_ms: 2000,
+            anomaly: true,
+            anomaly_event_cooldown_secs: 300,
+        }
+    }
+}
+
 fn redact_url_password<S: serde::Serializer>(
     url: &Option<String>,
     serializer: S,
@@ -309,6 +345,12 @@ impl Config {
         }
         if self.mqtt.max_keep_alive_secs < 5 {
             return fail("mqtt.max_keep_alive_secs must be at least 5");
+        }
+        if self.ml.workers == 0 || self.ml.workers > 64 || self.ml.queue == 0 {
+            return fail("ml.workers must be 1 to 64 and ml.queue at least 1");
+        }
+        if self.ml.request_timeout_ms < 10 {
+            return fail("ml.request_timeout_ms must be at least 10");
         }
         if let Some(url) = &self.mqtt.bridge {
             if let Err(err) = crate::mqtt::bridge::options(url) {

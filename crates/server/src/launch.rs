@@ -165,8 +165,13 @@ pub async fn launch_with_clock(
     let (telemetry, telemetry_writer) =
         TelemetryIngest::new(Arc::clone(&store), ingest_stop.clone());
 
+    let ml = crate::ml::start(&config.ml, &config.data_dir).await;
+    let (anomalies, anomaly_queue) = crate::ml::anomaly_feed(ml.as_ref(), config.ml.anomaly);
+
     let state = Arc::new(AppState {
         telemetry,
+        ml,
+        anomalies,
         limits: RateLimits::new(&config.rate_limits),
         audit: Audit::new(Arc::clone(&store), Arc::clone(&clock)),
         gateway: Gateway::new(hub.clone(), shutdown.clone()),
@@ -181,6 +186,9 @@ pub async fn launch_with_clock(
 
     let tasks = TaskTracker::new();
     tasks.spawn(telemetry_writer);
+    if let Some(queue) = anomaly_queue {
+        tasks.spawn(queue.run(Arc::clone(&state), shutdown.clone()));
+    }
     tasks.spawn(housekeeping(
         Arc::clone(&state),
         hub,
@@ -267,6 +275,9 @@ pub async fn launch_with_clock(
     flush_device_states(&state).await;
     tasks.close();
     tasks.wait().await;
+    if let Some(ml) = &state.ml {
+        ml.shutdown().await;
+    }
     sqlite.close().await;
     tracing::info!("stopped");
     served.map_err(LaunchError::Serve)

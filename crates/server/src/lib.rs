@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod http;
 mod launch;
 pub mod metrics;
+pub mod ml;
 pub mod mqtt;
 pub mod ops;
 pub mod rate_limit;

@@ -29,4 +29,8 @@ pub struct AppState {
     pub gateway: Gateway,
     pub files: BlobStore,
     pub telemetry: TelemetryIngest,
+    /// The ML workers, when they started.
+    pub ml: Option<unhidra_ml_bridge::MlBridge>,
+    /// Stored telemetry goes here to be scored for anomalies.
+    pub anomalies: crate::ml::AnomalyFeed,
 }

@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// the command line. Default none (off)
     #[arg(long, env = "UNHIDRA_MQTT_BRIDGE", value_name = "URL")]
     pub mqtt_bridge: Option<String>,
+    /// The Python interpreter with the ML worker's packages (scripts/setup-ml.sh makes
+    /// .venv-ml/bin/python). Default python3; without the packages the server runs without ML
+    #[arg(long, env = "UNHIDRA_ML_PYTHON", value_name = "FILE")]
+    pub ml_python: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +137,9 @@ impl Cli {
             }
             if let Some(url) = &serve.mqtt_bridge {
                 config.mqtt.bridge = Some(url.clone());
+            }
+            if let Some(python) = &serve.ml_python {
+                config.ml.python = python.clone();
             }
         }
         config.validate()?;

@@ -83,7 +83,7 @@ impl DeviceLink {
         let count = crate::devices::telemetry::validate(&metrics, ts, now)
             .map_err(|why| Refusal::new(ErrorCode::InvalidField, why))?;
         let at = ts.unwrap_or(now);
-        let points = metrics
+        let points: Vec<TelemetryPoint> = metrics
             .into_iter()
             .map(|(metric, value)| TelemetryPoint {
                 device_id: self.device_id.clone(),
@@ -92,9 +92,14 @@ impl DeviceLink {
                 value,
             })
             .collect();
+        let scored = self.state.ml.is_some().then(|| points.clone());
         match self.state.telemetry.store(points).await {
             Ok(()) => {
                 metrics::counter!(crate::metrics::GATEWAY_TELEMETRY_POINTS).increment(count);
+                // Scored after the commit, off the acknowledgement path.
+                if let Some(stored) = scored {
+                    self.state.anomalies.offer(&stored);
+                }
                 Ok(count)
             }
             Err(err) => {

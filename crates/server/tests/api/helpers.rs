@@ -43,6 +43,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         data_dir: dir.path().join("data"),
         ..Config::default()
     };
+    // Python workers only for the tests about them (tests/api/ml.rs).
+    config.ml.enabled = false;
     tweak(&mut config);
     let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = api.local_addr().unwrap();
