@@ -490,6 +490,7 @@ fn new_message(
         thread_root_id,
         mentions: Vec::new(),
         attachments: Vec::new(),
+        flag_reasons: Vec::new(),
     }
 }
 

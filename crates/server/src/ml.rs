@@ -106,10 +106,7 @@ pub fn anomaly_feed(ml: Option<&MlBridge>, enabled: bool) -> (AnomalyFeed, Optio
     match ml {
         Some(ml) if enabled => {
             let (tx, rx) = mpsc::channel(ANOMALY_QUEUE);
-            let queue = AnomalyQueue {
-                ml: ml.clone(),
-                rx,
-            };
+            let queue = AnomalyQueue { ml: ml.clone(), rx };
             (AnomalyFeed { readings: Some(tx) }, Some(queue))
         }
         _ => (AnomalyFeed::off(), None),
@@ -121,7 +118,9 @@ impl AnomalyQueue {
     pub async fn run(self, state: SharedState, stop: tokio_util::sync::CancellationToken) {
         let Self { ml, rx } = self;
         let cooldown = Duration::from_secs(u64::from(state.config.ml.anomaly_event_cooldown_secs));
-        let last_event = Arc::new(std::sync::Mutex::new(HashMap::<(String, String), Instant>::new()));
+        let last_event = Arc::new(std::sync::Mutex::new(
+            HashMap::<(String, String), Instant>::new(),
+        ));
         let concurrency = state.config.ml.workers.max(1) * 8;
         let scoring = ReceiverStream::new(rx).for_each_concurrent(concurrency, |reading| {
             let (ml, state, last_event) = (&ml, &state, Arc::clone(&last_event));

@@ -19,13 +19,14 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use unhidra_store::{
     Actor, Appended, AuditEvent, Channel, ChannelEvent, Command, Device, DeviceCredential,
-    DeviceSeen, Member, Membership, Message, MessageEdit, NewAuditEvent, NewChannel, NewCommand,
-    NewDevice, NewFile, NewMessage, NewSession, NewUser, NextRefreshToken, ReactionOutcome, Result,
-    Revision, Role, RotateOutcome, SearchQuery, SessionRef, Store, StoreError, StoredFile,
-    TelemetryBucket, TelemetryPoint, TelemetryQuery, User,
+    DeviceSeen, HeldMessage, Member, Membership, Message, MessageEdit, NewAuditEvent, NewChannel,
+    NewCommand, NewDevice, NewFile, NewMessage, NewSession, NewUser, NextRefreshToken,
+    ReactionOutcome, Result, Revision, Role, RotateOutcome, SearchQuery, SessionRef, Store,
+    StoreError, StoredFile, TelemetryBucket, TelemetryPoint, TelemetryQuery, User,
 };
 
 mod commands;
+mod moderation;
 mod telemetry;
 mod timeline;
 
@@ -241,10 +242,11 @@ type MessageRow = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
+    Option<String>,
 );
 
 const MESSAGE_COLUMNS: &str = "id, channel_id, seq, sender_id, client_msg_id, body, created_at, \
-     thread_root_id, reply_count, last_reply_at, edited_at, deleted_at";
+     thread_root_id, reply_count, last_reply_at, edited_at, deleted_at, flag_reasons";
 
 /// [`MESSAGE_COLUMNS`] of the table aliased `m`.
 fn message_columns_of_m() -> String {
@@ -270,6 +272,7 @@ fn message_from_row(row: MessageRow) -> Result<Message> {
         last,
         edited,
         deleted,
+        flag_reasons,
     ) = row;
     Ok(Message {
         id,
@@ -286,7 +289,22 @@ fn message_from_row(row: MessageRow) -> Result<Message> {
         deleted_at: from_ms_opt(deleted)?,
         reactions: Vec::new(),
         attachments: Vec::new(),
+        flag_reasons: json_strings(flag_reasons.as_deref())?,
     })
+}
+
+/// A JSON array of strings in a column (NULL: none).
+fn json_strings(column: Option<&str>) -> Result<Vec<String>> {
+    match column {
+        None => Ok(Vec::new()),
+        Some(text) => serde_json::from_str(text)
+            .map_err(|err| StoreError::Corrupt(format!("a JSON list column: {err}"))),
+    }
+}
+
+/// Strings as a JSON array for a column.
+fn strings_json(values: &[String]) -> String {
+    serde_json::to_string(values).unwrap_or_else(|_| "[]".to_owned())
 }
 
 #[async_trait]
@@ -1016,6 +1034,26 @@ impl Store for SqliteStore {
         timeline::with_reactions_and_files(&self.reader, found).await
     }
 
+    async fn hold_message(&self, message: NewMessage) -> Result<(HeldMessage, bool)> {
+        moderation::hold(&self.writer, message).await
+    }
+
+    async fn held_messages(&self, limit: u32) -> Result<Vec<HeldMessage>> {
+        moderation::list(&self.reader, limit).await
+    }
+
+    async fn held_message(&self, id: &str) -> Result<Option<HeldMessage>> {
+        moderation::by_id(&self.reader, id).await
+    }
+
+    async fn remove_held(&self, id: &str) -> Result<bool> {
+        moderation::remove(&self.writer, id).await
+    }
+
+    async fn flagged_messages(&self, limit: u32) -> Result<Vec<Message>> {
+        moderation::flagged(&self.reader, limit).await
+    }
+
     async fn message_by_id(&self, channel_id: &str, id: &str) -> Result<Option<Message>> {
         let row: Option<MessageRow> = sqlx::query_as(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id = ? AND id = ?"
@@ -1438,8 +1476,8 @@ async fn append_in(conn: &mut sqlx::SqliteConnection, message: NewMessage) -> Re
             .last_insert_rowid();
     sqlx::query(
         "INSERT INTO messages (id, channel_id, seq, sender_id, client_msg_id, body, created_at,
-                               thread_root_id, search_rowid)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               thread_root_id, search_rowid, flag_reasons)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&message.id)
     .bind(&message.channel_id)
@@ -1450,6 +1488,7 @@ async fn append_in(conn: &mut sqlx::SqliteConnection, message: NewMessage) -> Re
     .bind(ms(message.created_at))
     .bind(&message.thread_root_id)
     .bind(search_rowid)
+    .bind((!message.flag_reasons.is_empty()).then(|| strings_json(&message.flag_reasons)))
     .execute(&mut *conn)
     .await
     .map_err(write_err("message"))?;
@@ -1471,6 +1510,7 @@ async fn append_in(conn: &mut sqlx::SqliteConnection, message: NewMessage) -> Re
             deleted_at: None,
             reactions: Vec::new(),
             attachments,
+            flag_reasons: message.flag_reasons,
         },
         duplicate: false,
     })

@@ -136,6 +136,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Message>>;
     /// Messages matching the query in channels the user is a member of, best match first.
     async fn search_messages(&self, query: SearchQuery) -> Result<Vec<Message>>;
+    /// Keeps `message` out of its channel (moderation's hold), with `message.flag_reasons`
+    /// as the reasons. Holding the same (channel, sender, client_msg_id) again returns the
+    /// held one; returns it and whether it is new.
+    async fn hold_message(&self, message: NewMessage) -> Result<(HeldMessage, bool)>;
+    /// Held messages, oldest first, at most `limit`.
+    async fn held_messages(&self, limit: u32) -> Result<Vec<HeldMessage>>;
+    async fn held_message(&self, id: &str) -> Result<Option<HeldMessage>>;
+    /// Forgets a held message (released: appended by then; or rejected). `false` if unknown.
+    async fn remove_held(&self, id: &str) -> Result<bool>;
+    /// Flagged messages that are not deleted, newest first, at most `limit`.
+    async fn flagged_messages(&self, limit: u32) -> Result<Vec<Message>>;
     /// A message of a channel by id.
     async fn message_by_id(&self, channel_id: &str, id: &str) -> Result<Option<Message>>;
     /// Replies in the thread of `root_id` with `seq > after_seq`, oldest first.

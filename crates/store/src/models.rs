@@ -268,6 +268,8 @@ pub struct Message {
     pub reactions: Vec<Reaction>,
     /// Files attached to the message, in upload order.
     pub attachments: Vec<StoredFile>,
+    /// Why the automatic moderation flagged it; empty when it did not.
+    pub flag_reasons: Vec<String>,
 }
 
 /// One emoji on a message and who reacted with it, oldest first.
@@ -384,6 +386,42 @@ pub struct NewMessage {
     /// Ids of files the sender uploaded to this channel and not yet attached elsewhere;
     /// anything else makes the append `Invalid`.
     pub attachments: Vec<String>,
+    /// Why the automatic moderation flagged it; empty when it did not.
+    pub flag_reasons: Vec<String>,
+}
+
+/// A message the automatic moderation keeps out of its channel until an administrator
+/// releases it (then it is appended like any other) or rejects it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldMessage {
+    pub id: String,
+    pub channel_id: String,
+    pub sender_id: String,
+    pub client_msg_id: String,
+    pub body: String,
+    pub thread_root_id: Option<String>,
+    pub mentions: Vec<String>,
+    pub attachments: Vec<String>,
+    pub reasons: Vec<String>,
+    pub created_at: OffsetDateTime,
+}
+
+impl HeldMessage {
+    /// The message to append when it is released (with its reasons as its flag).
+    pub fn into_new_message(self) -> NewMessage {
+        NewMessage {
+            id: self.id,
+            channel_id: self.channel_id,
+            sender_id: self.sender_id,
+            client_msg_id: self.client_msg_id,
+            body: self.body,
+            created_at: self.created_at,
+            thread_root_id: self.thread_root_id,
+            mentions: self.mentions,
+            attachments: self.attachments,
+            flag_reasons: self.reasons,
+        }
+    }
 }
 
 /// What appending a message did.

@@ -56,6 +56,8 @@ macro_rules! store_testsuite {
             a_devices_metrics_are_the_series_with_points,
             what_a_device_reports_is_kept,
             commands_are_pending_in_order_until_answered_or_expired,
+            held_messages_stay_out_of_the_timeline_until_released,
+            flagged_messages_keep_their_reasons_and_are_listed,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -416,6 +418,7 @@ fn msg(channel: &Channel, sender: &User, client_msg_id: &str, body: &str) -> New
         thread_root_id: None,
         mentions: Vec::new(),
         attachments: Vec::new(),
+        flag_reasons: Vec::new(),
     }
 }
 
@@ -1434,6 +1437,7 @@ pub async fn files_are_attached_once_by_their_uploader_and_go_with_a_deletion(st
         .unwrap();
     let with = |cid: &str, files: &[&StoredFile]| NewMessage {
         attachments: files.iter().map(|f| f.id.clone()).collect(),
+        flag_reasons: Vec::new(),
         ..msg(&a, &alice, cid, "see attached")
     };
 
@@ -1447,6 +1451,7 @@ pub async fn files_are_attached_once_by_their_uploader_and_go_with_a_deletion(st
     }
     let unknown = NewMessage {
         attachments: vec!["nope".into()],
+        flag_reasons: Vec::new(),
         ..msg(&a, &alice, "x3", "x")
     };
     assert!(matches!(
@@ -1861,4 +1866,90 @@ pub async fn search_keeps_older_readable_hits_behind_many_newer_unreadable_ones(
     let found = store.search_messages(by_author).await.unwrap();
     assert_eq!(found.len(), 1, "the author filter applies before the cut");
     assert_eq!(found[0].client_msg_id, "bobs");
+}
+
+pub async fn held_messages_stay_out_of_the_timeline_until_released(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let a = channel(store, &alice, "a").await;
+    let first = store
+        .append_message(msg(&a, &alice, "m1", "fine"))
+        .await
+        .unwrap();
+    let mut suspect = msg(&a, &alice, "m2", "suspect");
+    suspect.flag_reasons = vec!["abuse".to_owned()];
+    let (held, new) = store.hold_message(suspect.clone()).await.unwrap();
+    assert!(new);
+    assert_eq!(
+        (held.body.as_str(), held.reasons.clone()),
+        ("suspect", vec!["abuse".to_owned()])
+    );
+    // A retried publish is held once.
+    let (again, new) = store.hold_message(suspect).await.unwrap();
+    assert!(!new);
+    assert_eq!(again, held);
+    // Nothing of it in the channel: no seq taken, no history, no search.
+    assert_eq!(
+        store.channel_by_id(&a.id).await.unwrap().unwrap().last_seq,
+        first.message.seq
+    );
+    assert_eq!(store.messages_after(&a.id, 0, 10).await.unwrap().len(), 1);
+    assert!(store
+        .search_messages(search(&alice, "suspect"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.held_messages(10).await.unwrap(), vec![held.clone()]);
+    assert_eq!(
+        store.held_message(&held.id).await.unwrap(),
+        Some(held.clone())
+    );
+
+    // Released: appended as a message with the next seq, keeping its reasons; then forgotten.
+    let released = store
+        .append_message(held.clone().into_new_message())
+        .await
+        .unwrap();
+    assert_eq!(released.message.seq, first.message.seq + 1);
+    assert_eq!(released.message.flag_reasons, vec!["abuse".to_owned()]);
+    assert!(store.remove_held(&held.id).await.unwrap());
+    assert!(!store.remove_held(&held.id).await.unwrap());
+    assert!(store.held_messages(10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .search_messages(search(&alice, "suspect"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+pub async fn flagged_messages_keep_their_reasons_and_are_listed(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let a = channel(store, &alice, "a").await;
+    store
+        .append_message(msg(&a, &alice, "m1", "fine"))
+        .await
+        .unwrap();
+    let mut bad = msg(&a, &alice, "m2", "spammy");
+    bad.flag_reasons = vec!["spam".to_owned(), "links".to_owned()];
+    let stored = store.append_message(bad).await.unwrap().message;
+    assert_eq!(stored.flag_reasons, ["spam", "links"]);
+    let read = store
+        .message_by_id(&a.id, &stored.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.flag_reasons, ["spam", "links"]);
+    let listed = store.flagged_messages(10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        [stored.id.as_str()]
+    );
+    // A deleted one is no longer listed.
+    store
+        .delete_message(&a.id, &stored.id, &by(&alice))
+        .await
+        .unwrap();
+    assert!(store.flagged_messages(10).await.unwrap().is_empty());
 }

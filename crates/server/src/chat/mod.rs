@@ -243,6 +243,7 @@ pub async fn publish(
             thread_root_id: thread_root,
             mentions,
             attachments,
+            flag_reasons: Vec::new(),
         })
         .await
         .map_err(|err| match err {

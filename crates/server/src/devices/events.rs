@@ -51,6 +51,7 @@ pub async fn post(state: &AppState, device_id: &str, body: String) {
             thread_root_id: None,
             mentions: Vec::new(),
             attachments: Vec::new(),
+            flag_reasons: Vec::new(),
         })
         .await;
     tracing::debug!(
