@@ -132,13 +132,19 @@ impl AnomalyQueue {
                     "ts": reading.ts,
                 });
                 let score = match ml.call("anomaly.score", payload).await {
-                    Ok(score) => score,
+                    Ok(answer) => match serde_json::from_value::<AnomalyScore>(answer) {
+                        Ok(score) => score,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "an anomaly score not in the expected shape");
+                            return;
+                        }
+                    },
                     Err(err) => {
                         tracing::debug!(error = %err, "anomaly scoring failed");
                         return;
                     }
                 };
-                if score["is_anomaly"] != true {
+                if !score.is_anomaly {
                     return;
                 }
                 metrics::counter!(ANOMALIES).increment(1);
@@ -170,16 +176,22 @@ impl AnomalyQueue {
     }
 }
 
-fn anomaly_text(metric: &str, value: f64, score: &serde_json::Value) -> String {
-    let score_text = score["score"]
-        .as_f64()
-        .map(|s| format!("{s:.1}"))
-        .unwrap_or_else(|| "?".to_owned());
-    match score["baseline"].as_f64() {
-        Some(baseline) => format!(
-            "anomaly in `{metric}`: {value} (usually about {baseline:.3}; score {score_text})"
-        ),
-        None => format!("anomaly in `{metric}`: {value} (score {score_text})"),
+/// What `anomaly.score` answers (other fields are ignored).
+#[derive(Debug, serde::Deserialize)]
+struct AnomalyScore {
+    score: f64,
+    is_anomaly: bool,
+    #[serde(default)]
+    baseline: Option<f64>,
+}
+
+fn anomaly_text(metric: &str, value: f64, score: &AnomalyScore) -> String {
+    let s = score.score;
+    match score.baseline {
+        Some(baseline) => {
+            format!("anomaly in `{metric}`: {value} (usually about {baseline:.3}; score {s:.1})")
+        }
+        None => format!("anomaly in `{metric}`: {value} (score {s:.1})"),
     }
 }
 
@@ -189,13 +201,18 @@ mod tests {
 
     #[test]
     fn anomaly_events_say_what_and_how_unusual() {
-        let text = anomaly_text("temp", 500.0, &json!({"score": 42.123, "baseline": 20.2}));
+        let score = |v| serde_json::from_value::<AnomalyScore>(v).unwrap();
+        let text = anomaly_text(
+            "temp",
+            500.0,
+            &score(json!({"score": 42.123, "is_anomaly": true, "baseline": 20.2})),
+        );
         assert_eq!(
             text,
             "anomaly in `temp`: 500 (usually about 20.200; score 42.1)"
         );
         assert_eq!(
-            anomaly_text("t", 1.5, &json!({"score": 7})),
+            anomaly_text("t", 1.5, &score(json!({"score": 7, "is_anomaly": true}))),
             "anomaly in `t`: 1.5 (score 7.0)"
         );
     }
