@@ -123,6 +123,37 @@ pub struct ChatMessage {
     /// Attached files (absent: none); download them from `/api/v1/files/{id}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<crate::files::FileInfo>,
+    /// Why the automatic moderation flagged it (absent: it did not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flagged: Vec<String>,
+}
+
+/// A message the automatic moderation holds until an administrator releases or rejects it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HeldMessageInfo {
+    pub id: String,
+    pub channel: String,
+    pub sender: String,
+    pub body: String,
+    pub client_msg_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_root: Option<String>,
+    /// Why it was held.
+    pub reasons: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub ts: time::OffsetDateTime,
+}
+
+/// `GET /api/v1/admin/moderation`: what waits for an administrator.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModerationQueue {
+    /// Held messages, oldest first.
+    pub held: Vec<HeldMessageInfo>,
+    /// Flagged messages (not deleted), newest first.
+    pub flagged: Vec<ChatMessage>,
 }
 
 /// One emoji on a message and who reacted with it.

@@ -146,6 +146,12 @@ pub enum ServerFrame {
         #[serde(with = "time::serde::rfc3339")]
         ts: OffsetDateTime,
     },
+    /// The publish with this `client_msg_id` is stored as `id` but held for review: it joins
+    /// the channel (as a `message` to everyone) only if an administrator releases it.
+    Held {
+        client_msg_id: String,
+        id: String,
+    },
     /// A message in its current state (a replay shows edits and deletions made since).
     Message(ChatMessage),
     /// `message` (current state) was edited; `seq` is the edit's place in the channel.

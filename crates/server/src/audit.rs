@@ -25,6 +25,8 @@ pub mod kind {
     pub const ADMIN_CONNECTION_CLOSED: &str = "admin.connection_closed";
     /// A moderator deleted someone else's message.
     pub const MESSAGE_MODERATED: &str = "chat.message_deleted_by_moderator";
+    pub const MESSAGE_RELEASED: &str = "chat.held_message_released";
+    pub const MESSAGE_REJECTED: &str = "chat.held_message_rejected";
 }
 
 /// One event to record.

@@ -257,6 +257,19 @@ pub struct MlConfig {
     pub anomaly: bool,
     /// At most one anomaly event per device and metric in this many seconds.
     pub anomaly_event_cooldown_secs: u32,
+    /// What the automatic check does with a message it flags: `off` (no check), `flag` (the
+    /// message goes out carrying the reasons, and administrators see it listed) or `hold`
+    /// (it is kept from the channel until an administrator releases it).
+    pub moderation: ModerationMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModerationMode {
+    #[default]
+    Off,
+    Flag,
+    Hold,
 }
 
 impl Default for MlConfig {
@@ -269,6 +282,7 @@ impl Default for MlConfig {
             request_timeout_ms: 2000,
             anomaly: true,
             anomaly_event_cooldown_secs: 300,
+            moderation: ModerationMode::Off,
         }
     }
 }

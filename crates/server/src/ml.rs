@@ -55,6 +55,56 @@ pub async fn start(config: &MlConfig, data_dir: &Path) -> Option<MlBridge> {
     }
 }
 
+pub const MODERATION_UNCHECKED: &str = "ml_moderation_unchecked_total";
+pub const MODERATION_FLAGGED: &str = "ml_moderation_flagged_total";
+
+/// What `moderation.score` answers (other fields are ignored).
+#[derive(Debug, serde::Deserialize)]
+struct Verdict {
+    flagged: bool,
+    #[serde(default)]
+    reasons: Vec<String>,
+}
+
+/// The automatic check of a message's text, when `ml.moderation` is not `off`: the reasons
+/// it was flagged for, or none. When the workers cannot answer (off, busy, failing), the
+/// message goes through unchecked, counted in `ml_moderation_unchecked_total`: a chat that
+/// stops when Python does would let the sidecar take the server down after all.
+pub async fn moderate(state: &crate::state::AppState, text: &str) -> Vec<String> {
+    if state.config.ml.moderation == crate::config::ModerationMode::Off || text.is_empty() {
+        return Vec::new();
+    }
+    let Some(ml) = &state.ml else {
+        metrics::counter!(MODERATION_UNCHECKED, "why" => "ml_off").increment(1);
+        return Vec::new();
+    };
+    let verdict = match ml.call("moderation.score", json!({ "text": text })).await {
+        Ok(answer) => serde_json::from_value::<Verdict>(answer).map_err(|e| e.to_string()),
+        Err(err) => Err(err.to_string()),
+    };
+    match verdict {
+        Ok(v) if v.flagged => {
+            metrics::counter!(MODERATION_FLAGGED).increment(1);
+            let mut reasons: Vec<String> = v
+                .reasons
+                .into_iter()
+                .take(8)
+                .map(|r| r.chars().take(100).collect())
+                .collect();
+            if reasons.is_empty() {
+                reasons.push("flagged".to_owned());
+            }
+            reasons
+        }
+        Ok(_) => Vec::new(),
+        Err(why) => {
+            tracing::debug!(error = %why, "moderation check failed; message not checked");
+            metrics::counter!(MODERATION_UNCHECKED, "why" => "error").increment(1);
+            Vec::new()
+        }
+    }
+}
+
 /// One stored reading, offered for scoring.
 #[derive(Debug)]
 struct Reading {

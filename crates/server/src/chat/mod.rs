@@ -14,6 +14,7 @@
 
 pub mod events;
 pub mod messages;
+pub mod moderation;
 pub mod routes;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use unhidra_proto::ws::ServerFrame;
 use unhidra_proto::ErrorCode;
 use unhidra_store::{Appended, Message, NewMessage, StoreError};
 
+use crate::config::ModerationMode;
 use crate::gateway::hub::Delivery;
 use crate::state::AppState;
 
@@ -104,6 +106,7 @@ pub fn wire(m: Message) -> ChatMessage {
             .into_iter()
             .map(crate::files::routes::wire)
             .collect(),
+        flagged: m.flag_reasons,
     }
 }
 
@@ -181,13 +184,23 @@ pub async fn mentioned_members(
     Ok(ids)
 }
 
-/// Stores a message and fans it out; see the module docs.
+/// What became of a publish.
+#[derive(Debug)]
+pub enum Published {
+    /// Stored in the timeline (or found there: a retry) and fanned out.
+    Stored(Appended),
+    /// Held for review by the automatic moderation (`ml.moderation = "hold"`).
+    Held(unhidra_store::HeldMessage),
+}
+
+/// Stores a message and fans it out; see the module docs. With moderation on, the text is
+/// checked first: a flagged message carries the reasons, or is held.
 pub async fn publish(
     state: &AppState,
     sender_id: &str,
     post: Post,
     received_at: Instant,
-) -> Result<Appended, ChatError> {
+) -> Result<Published, ChatError> {
     let Post {
         channel_id,
         body,
@@ -231,20 +244,29 @@ pub async fn publish(
     }
     let retry_check = body.clone();
     let mentions = mentioned_members(state, channel_id, &body).await?;
+    let flag_reasons = crate::ml::moderate(state, &body).await;
+    let message = NewMessage {
+        id: uuid::Uuid::now_v7().to_string(),
+        channel_id: channel_id.to_owned(),
+        sender_id: sender_id.to_owned(),
+        client_msg_id,
+        body,
+        created_at: state.clock.now(),
+        thread_root_id: thread_root,
+        mentions,
+        attachments,
+        flag_reasons,
+    };
+    if !message.flag_reasons.is_empty() && state.config.ml.moderation == ModerationMode::Hold {
+        let (held, new) = state.store.hold_message(message).await?;
+        if new {
+            tracing::info!(message = %held.id, channel = %held.channel_id, "message held for review");
+        }
+        return Ok(Published::Held(held));
+    }
     let appended = state
         .store
-        .append_message(NewMessage {
-            id: uuid::Uuid::now_v7().to_string(),
-            channel_id: channel_id.to_owned(),
-            sender_id: sender_id.to_owned(),
-            client_msg_id,
-            body,
-            created_at: state.clock.now(),
-            thread_root_id: thread_root,
-            mentions,
-            attachments,
-            flag_reasons: Vec::new(),
-        })
+        .append_message(message)
         .await
         .map_err(|err| match err {
             StoreError::Invalid(why) => ChatError::Invalid(ErrorCode::InvalidField, why),
@@ -264,5 +286,5 @@ pub async fn publish(
             received_at,
         }));
     }
-    Ok(appended)
+    Ok(Published::Stored(appended))
 }

@@ -427,13 +427,21 @@ impl Session {
                     attachments,
                 };
                 match chat::publish(&self.state, &id, post, received_at).await {
-                    Ok(appended) => {
+                    Ok(chat::Published::Stored(appended)) => {
                         self.out
                             .frame(&ServerFrame::Ack {
                                 client_msg_id: reference,
                                 id: appended.message.id,
                                 seq: appended.message.seq,
                                 ts: appended.message.created_at,
+                            })
+                            .await
+                    }
+                    Ok(chat::Published::Held(held)) => {
+                        self.out
+                            .frame(&ServerFrame::Held {
+                                client_msg_id: reference,
+                                id: held.id,
                             })
                             .await
                     }

@@ -218,7 +218,7 @@ async fn api_responses_are_neither_cached_nor_sniffed() {
 }
 
 /// Every route the server answers, by method and path template.
-const ROUTES: [(&str, &str); 43] = [
+const ROUTES: [(&str, &str); 46] = [
     ("post", "/api/v1/auth/register"),
     ("post", "/api/v1/auth/login"),
     ("post", "/api/v1/auth/refresh"),
@@ -238,6 +238,9 @@ const ROUTES: [(&str, &str); 43] = [
     ("get", "/api/v1/admin/audit"),
     ("get", "/api/v1/admin/connections"),
     ("delete", "/api/v1/admin/connections/{id}"),
+    ("get", "/api/v1/admin/moderation"),
+    ("post", "/api/v1/admin/moderation/held/{id}/release"),
+    ("delete", "/api/v1/admin/moderation/held/{id}"),
     ("post", "/api/v1/channels"),
     ("post", "/api/v1/channels/{id}/members"),
     ("get", "/api/v1/channels"),
