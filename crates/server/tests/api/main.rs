@@ -17,6 +17,7 @@ mod edge;
 mod events;
 mod files;
 mod limits;
+mod ml;
 mod mqtt;
 mod mqtt_bridge;
 mod telemetry;
