@@ -169,7 +169,7 @@ def test_a_missing_dependency_exits_non_zero_at_once_naming_it(module: str, pack
     assert result.stdout == ""
     lines = worker_lines(result.stderr)
     assert len(lines) == 1, result.stderr
-    assert package in lines[0]
+    assert f"missing package {package}" in lines[0]
 
 
 def test_an_unreachable_socket_exits_1(socket_dir: Path) -> None:

@@ -24,7 +24,7 @@ def run() -> int:
         module = (exc.name or "").split(".")[0]
         package = PACKAGES.get(module, module or "?")
         sys.stderr.write(
-            f"unhidra_ml: the package {package} is missing (import of {module or exc} failed): "
+            f"unhidra_ml: missing package {package} (import {module or exc} failed): "
             "install ml-worker/requirements.txt (scripts/setup-ml.sh)\n"
         )
         return EXIT_MISSING_DEPENDENCY
