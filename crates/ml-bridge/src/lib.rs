@@ -251,8 +251,24 @@ impl MlBridge {
 
     /// Sends `op` with `payload` to a worker and waits for its answer.
     pub async fn call(&self, op: &str, payload: Value) -> Result<Value, MlError> {
+        self.call_routed(op, payload, None).await
+    }
+
+    /// Like [`call`](Self::call), but calls with the same `key` go to the same worker while it
+    /// is ready: for models that keep state per key (a device's series), which a worker
+    /// holds in its own memory.
+    pub async fn call_keyed(&self, op: &str, payload: Value, key: &str) -> Result<Value, MlError> {
+        self.call_routed(op, payload, Some(key)).await
+    }
+
+    async fn call_routed(
+        &self,
+        op: &str,
+        payload: Value,
+        key: Option<&str>,
+    ) -> Result<Value, MlError> {
         let started = Instant::now();
-        let result = self.call_inner(op, &payload).await;
+        let result = self.call_inner(op, &payload, key).await;
         let op_label = op.to_owned();
         match &result {
             Ok(_) => metrics::histogram!(metric::REQUEST_DURATION, "op" => op_label)
@@ -265,7 +281,12 @@ impl MlBridge {
         result
     }
 
-    async fn call_inner(&self, op: &str, payload: &Value) -> Result<Value, MlError> {
+    async fn call_inner(
+        &self,
+        op: &str,
+        payload: &Value,
+        key: Option<&str>,
+    ) -> Result<Value, MlError> {
         let inner = &self.inner;
         if inner.stop.is_cancelled() {
             return Err(MlError::Unavailable);
@@ -283,7 +304,10 @@ impl MlBridge {
         if frame.len() > inner.settings.max_frame_bytes {
             return Err(MlError::TooLarge);
         }
-        let (slot, jobs) = self.pick().ok_or(MlError::Unavailable)?;
+        let (slot, jobs) = key
+            .and_then(|key| self.pick_keyed(key))
+            .or_else(|| self.pick())
+            .ok_or(MlError::Unavailable)?;
         slot.in_flight.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -318,6 +342,17 @@ impl MlBridge {
             .iter()
             .filter_map(|slot| slot.jobs().map(|jobs| (slot, jobs)))
             .min_by_key(|(slot, _)| slot.in_flight.load(Ordering::Relaxed))
+    }
+
+    /// The worker that `key` hashes to, if it is ready.
+    fn pick_keyed(&self, key: &str) -> Option<(&Slot, mpsc::Sender<Job>)> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        let count = self.inner.slots.len() as u64;
+        let index = usize::try_from(hasher.finish() % count.max(1)).ok()?;
+        let slot = self.inner.slots.get(index)?;
+        slot.jobs().map(|jobs| (slot, jobs))
     }
 
     /// Workers that are connected and answering now.

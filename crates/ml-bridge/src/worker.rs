@@ -263,6 +263,16 @@ async fn serve(
     if let Some(ready) = ready.take() {
         let _ = ready.send(Ok(()));
     }
+    // Writing has its own task, so that answers are always read while requests are written:
+    // a worker blocked on sending answers never blocks us sending it requests, nor the
+    // other way round.
+    let (to_writer, mut outgoing) = mpsc::channel::<bytes::Bytes>(settings.queue + 8);
+    let mut writer = tokio::spawn(async move {
+        while let Some(frame) = outgoing.recv().await {
+            frames_out.send(frame).await?;
+        }
+        Ok::<(), std::io::Error>(())
+    });
     let mut pending: HashMap<u64, oneshot::Sender<Result<Value, MlError>>> = HashMap::new();
     let mut ping = tokio::time::interval(settings.health_interval);
     ping.reset();
@@ -271,21 +281,29 @@ async fn serve(
         tokio::select! {
             () = inner.stop.cancelled() => break Ended::Stopped,
             status = child.wait() => break Ended::Failed("exited", status_text(status)),
+            written = &mut writer => {
+                let why = match written {
+                    Ok(Ok(())) => "its writer ended".to_owned(),
+                    Ok(Err(err)) => err.to_string(),
+                    Err(err) => err.to_string(),
+                };
+                break connection_lost(child, "io", why).await;
+            }
             job = jobs.recv() => {
                 let Some(job) = job else { break Ended::Stopped };
                 pending.insert(job.id, job.reply);
-                let sent = tokio::time::timeout(settings.request_timeout, frames_out.send(job.frame)).await;
-                match sent {
-                    Ok(Ok(())) => {}
-                    Ok(Err(err)) => break Ended::Failed("io", err.to_string()),
-                    Err(_) => break Ended::Failed("hung", "its socket stopped taking requests".to_owned()),
+                if to_writer.try_send(job.frame).is_err() {
+                    break Ended::Failed("hung", "its socket stopped taking requests".to_owned());
                 }
             }
             frame = frames_in.next() => {
                 let frame = match frame {
                     Some(Ok(frame)) => frame,
-                    Some(Err(err)) => break Ended::Failed("bad_frame", err.to_string()),
-                    None => break Ended::Failed("closed", "it closed its connection".to_owned()),
+                    Some(Err(err)) if err.kind() == std::io::ErrorKind::InvalidData => {
+                        break Ended::Failed("bad_frame", err.to_string());
+                    }
+                    Some(Err(err)) => break connection_lost(child, "closed", err.to_string()).await,
+                    None => break connection_lost(child, "closed", "it closed its connection".to_owned()).await,
                 };
                 let answer: Answer = match serde_json::from_slice(&frame) {
                     Ok(answer) => answer,
@@ -322,14 +340,14 @@ async fn serve(
                     continue;
                 }
                 let id = inner.next_id();
-                match tokio::time::timeout(settings.request_timeout, frames_out.send(health_frame(id))).await {
-                    Ok(Ok(())) => ping_out = Some((id, Instant::now())),
-                    Ok(Err(err)) => break Ended::Failed("io", err.to_string()),
-                    Err(_) => break Ended::Failed("hung", "its socket stopped taking requests".to_owned()),
+                if to_writer.try_send(health_frame(id)).is_err() {
+                    break Ended::Failed("hung", "its socket stopped taking requests".to_owned());
                 }
+                ping_out = Some((id, Instant::now()));
             }
         }
     };
+    writer.abort();
     // No new work for this worker; what it held fails now, with the reason.
     if let Some(slot) = inner.slots.get(index) {
         slot.set_jobs(None);
@@ -347,9 +365,16 @@ async fn serve(
         let _ = reply.send(Err(MlError::WorkerLost(why.clone())));
     }
     // Closing the connection asks the worker to exit.
-    drop(frames_out);
     drop(frames_in);
     ended
+}
+
+/// The connection broke: if the worker died (the usual cause), that is the reason given.
+async fn connection_lost(child: &mut Child, reason: &'static str, detail: String) -> Ended {
+    match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
+        Ok(status) => Ended::Failed("exited", status_text(status)),
+        Err(_) => Ended::Failed(reason, detail),
+    }
 }
 
 fn health_frame(id: u64) -> bytes::Bytes {

@@ -181,7 +181,8 @@ impl AnomalyQueue {
                     "value": reading.value,
                     "ts": reading.ts,
                 });
-                let score = match ml.call("anomaly.score", payload).await {
+                // A series' model lives in one worker: keep a device on the same one.
+                let score = match ml.call_keyed("anomaly.score", payload, &reading.device_id).await {
                     Ok(answer) => match serde_json::from_value::<AnomalyScore>(answer) {
                         Ok(score) => score,
                         Err(err) => {

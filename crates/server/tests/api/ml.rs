@@ -180,7 +180,11 @@ async fn hold_mode_keeps_a_flagged_message_out_until_released_or_rejected() {
         json!({"type": "publish", "channel": room, "body": ABUSIVE, "client_msg_id": "h2"}),
     )
     .await;
-    let rejected_id = next(&mut a).await["id"].as_str().unwrap().to_owned();
+    // (After the author's own copy of the friendly message.)
+    let rejected_id = next_of(&mut a, "held").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let queue = body(app.get_as(&root, "/api/v1/admin/moderation").await).await;
     let held_ids: Vec<&str> = queue["held"]
         .as_array()
