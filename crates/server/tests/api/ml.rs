@@ -55,6 +55,32 @@ async fn admin(app: &TestApp) -> String {
         .to_owned()
 }
 
+/// Alice and Bob in a channel, both subscribed.
+struct Room {
+    alice: User,
+    bob: User,
+    room: String,
+    a: crate::ws::Ws,
+    b: crate::ws::Ws,
+}
+
+async fn room(app: &TestApp) -> Room {
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let room = channel(app, &alice, "general", &[&bob]).await;
+    let mut a = user_ws(app, &alice).await;
+    let mut b = user_ws(app, &bob).await;
+    subscribe(&mut a, &room, None).await;
+    subscribe(&mut b, &room, None).await;
+    Room {
+        alice,
+        bob,
+        room,
+        a,
+        b,
+    }
+}
+
 #[tokio::test]
 async fn a_telemetry_spike_becomes_an_anomaly_event_in_the_devices_channel() {
     let Some(python) = python() else { return };
@@ -107,13 +133,13 @@ async fn flag_mode_sends_flagged_messages_with_their_reasons_and_lists_them() {
     let Some(python) = python() else { return };
     let app = ml_app(python, ModerationMode::Flag).await;
     let root = admin(&app).await;
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
-    let room = channel(&app, &alice, "general", &[&bob]).await;
-    let mut a = user_ws(&app, &alice).await;
-    let mut b = user_ws(&app, &bob).await;
-    subscribe(&mut a, &room, None).await;
-    subscribe(&mut b, &room, None).await;
+    let Room {
+        alice,
+        room,
+        mut a,
+        mut b,
+        ..
+    } = room(&app).await;
 
     publish(&mut a, &room, "good morning, the build is green", "m1").await;
     let calm = next_of(&mut b, "message").await;
@@ -145,13 +171,13 @@ async fn hold_mode_keeps_a_flagged_message_out_until_released_or_rejected() {
     let Some(python) = python() else { return };
     let app = ml_app(python, ModerationMode::Hold).await;
     let root = admin(&app).await;
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
-    let room = channel(&app, &alice, "general", &[&bob]).await;
-    let mut a = user_ws(&app, &alice).await;
-    let mut b = user_ws(&app, &bob).await;
-    subscribe(&mut a, &room, None).await;
-    subscribe(&mut b, &room, None).await;
+    let Room {
+        bob,
+        room,
+        mut a,
+        mut b,
+        ..
+    } = room(&app).await;
 
     // Held: the author is told, nobody else sees it, and no seq is taken.
     send(
