@@ -272,6 +272,23 @@ pub struct MemberList {
     pub members: Vec<MemberInfo>,
 }
 
+/// `GET /api/v1/channels/{id}/devices`: the devices linked to the channel, which post their
+/// events there, as its members see them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelDeviceList {
+    pub devices: Vec<ChannelDevice>,
+}
+
+/// A device as the members of its channel see it: a name to show for its messages.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelDevice {
+    pub device_id: String,
+    pub name: String,
+    pub kind: Option<String>,
+}
+
 /// Another user, as people see each other.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -581,6 +581,17 @@ impl Store for SqliteStore {
         rows.into_iter().map(device_from_row).collect()
     }
 
+    async fn devices_in_channel(&self, channel_id: &str) -> Result<Vec<Device>> {
+        let rows: Vec<DeviceRow> = sqlx::query_as(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE channel_id = ? ORDER BY created_at, id"
+        ))
+        .bind(channel_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.into_iter().map(device_from_row).collect()
+    }
+
     async fn device_by_id(&self, id: &str) -> Result<Option<Device>> {
         let row: Option<DeviceRow> = sqlx::query_as(&format!(
             "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"

@@ -61,6 +61,9 @@ pub trait Store: Send + Sync + 'static {
     /// The owner's devices, oldest first, including revoked ones.
     async fn devices_of(&self, owner_id: &str) -> Result<Vec<Device>>;
     async fn device_by_id(&self, id: &str) -> Result<Option<Device>>;
+    /// The devices linked to a channel (revoked ones too: their past events are there),
+    /// oldest first.
+    async fn devices_in_channel(&self, channel_id: &str) -> Result<Vec<Device>>;
     /// Revokes the owner's device; `false` when the owner has no such device.
     /// Revoking an already revoked device succeeds and keeps the first revocation time.
     async fn revoke_device(&self, owner_id: &str, id: &str, now: OffsetDateTime) -> Result<bool>;

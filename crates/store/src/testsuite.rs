@@ -58,6 +58,7 @@ macro_rules! store_testsuite {
             commands_are_pending_in_order_until_answered_or_expired,
             held_messages_stay_out_of_the_timeline_until_released,
             flagged_messages_keep_their_reasons_and_are_listed,
+            a_channel_lists_the_devices_linked_to_it,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1952,4 +1953,46 @@ pub async fn flagged_messages_keep_their_reasons_and_are_listed(store: &dyn Stor
         .await
         .unwrap();
     assert!(store.flagged_messages(10).await.unwrap().is_empty());
+}
+
+pub async fn a_channel_lists_the_devices_linked_to_it(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let room = channel(store, &alice, "room").await;
+    let other = channel(store, &alice, "other").await;
+    let d1 = store
+        .create_device(new_device(&alice, "boiler", "k1"))
+        .await
+        .unwrap();
+    let d2 = store
+        .create_device(new_device(&alice, "pump", "k2"))
+        .await
+        .unwrap();
+    let d3 = store
+        .create_device(new_device(&alice, "fan", "k3"))
+        .await
+        .unwrap();
+    assert!(store.devices_in_channel(&room.id).await.unwrap().is_empty());
+    for (device, channel) in [(&d1, &room), (&d2, &room), (&d3, &other)] {
+        assert!(store
+            .set_device_channel(&alice.id, &device.id, Some(&channel.id))
+            .await
+            .unwrap());
+    }
+    let names = |devices: Vec<Device>| devices.into_iter().map(|d| d.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.devices_in_channel(&room.id).await.unwrap()),
+        ["boiler", "pump"]
+    );
+    // Revoked, it stays: its past events are in the channel.
+    store.revoke_device(&alice.id, &d2.id, t0()).await.unwrap();
+    assert_eq!(store.devices_in_channel(&room.id).await.unwrap().len(), 2);
+    // Unlinked, it goes.
+    store
+        .set_device_channel(&alice.id, &d1.id, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.devices_in_channel(&room.id).await.unwrap()),
+        ["pump"]
+    );
 }

@@ -165,6 +165,11 @@ export class Api {
     return (await this.request("GET", `${channelPath(channelId)}/members`)).members;
   }
 
+  /** The devices linked to a channel: `[{device_id, name, kind}]` (members may ask). */
+  async channelDevices(channelId) {
+    return (await this.request("GET", `${channelPath(channelId)}/devices`)).devices;
+  }
+
   /** `{user_id, username}` by id. */
   user(userId) {
     return this.request("GET", `/api/v1/users/${encodeURIComponent(userId)}`);

@@ -134,6 +134,8 @@ function markRead(channelId) {
 }
 
 function loadMembers(channelId) {
+  // The channel's linked devices too: their events show under their names, whoever owns them.
+  api.channelDevices(channelId).then((devices) => store.setChannelDevices(devices), () => {});
   return api.members(channelId).then((list) => store.setMembers(channelId, list), () => {});
 }
 

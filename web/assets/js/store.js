@@ -456,6 +456,19 @@ export class Store extends EventTarget {
     if (changed) this.#emit("people");
   }
 
+  /** Names of the devices linked to a channel, which post their events there. */
+  setChannelDevices(devices) {
+    let changed = false;
+    for (const d of devices) {
+      if (this.deviceNames.get(d.device_id) !== d.name) {
+        this.deviceNames.set(d.device_id, d.name);
+        this.unknownSenders.delete(d.device_id);
+        changed = true;
+      }
+    }
+    if (changed) this.#emit("people");
+  }
+
   setMembers(channelId, members) {
     const channel = this.channels.get(channelId);
     if (!channel) return;

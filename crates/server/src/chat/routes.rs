@@ -7,9 +7,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use unhidra_proto::channels::{
-    AddMemberRequest, ChannelList, CreateChannelRequest, CreatedChannel, DirectConversation,
-    MarkReadRequest, MemberInfo, MemberList, MessagePage, OpenDirectRequest, ReadPosition,
-    SearchResults, Thread, UpdateChannelRequest, UserInfo,
+    AddMemberRequest, ChannelDevice, ChannelDeviceList, ChannelList, CreateChannelRequest,
+    CreatedChannel, DirectConversation, MarkReadRequest, MemberInfo, MemberList, MessagePage,
+    OpenDirectRequest, ReadPosition, SearchResults, Thread, UpdateChannelRequest, UserInfo,
 };
 use unhidra_proto::ws::ServerFrame;
 use unhidra_proto::{ErrorBody, ErrorCode};
@@ -611,6 +611,36 @@ pub async fn members(
                 username: m.username,
                 role: m.role.as_str().to_owned(),
                 last_read_seq: m.last_read_seq,
+            })
+            .collect(),
+    }))
+}
+
+/// The devices linked to a channel (members only): their names, for their event messages.
+#[utoipa::path(
+    get, path = "/api/v1/channels/{id}/devices", tag = "channels",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Channel id")),
+    responses(
+        (status = 200, description = "The linked devices", body = ChannelDeviceList),
+        (status = 403, description = "A public channel the caller has not joined", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+    )
+)]
+pub async fn devices(
+    State(state): State<SharedState>,
+    auth: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ChannelDeviceList>, ApiError> {
+    member_of(&state, &id, &auth.user_id).await?;
+    let devices = state.store.devices_in_channel(&id).await?;
+    Ok(Json(ChannelDeviceList {
+        devices: devices
+            .into_iter()
+            .map(|d| ChannelDevice {
+                device_id: d.id,
+                name: d.name,
+                kind: d.kind,
             })
             .collect(),
     }))

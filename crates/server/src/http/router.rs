@@ -87,6 +87,7 @@ fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(chat::routes::create, chat::routes::list))
         .routes(routes!(chat::routes::update))
         .routes(routes!(chat::routes::add_member, chat::routes::members))
+        .routes(routes!(chat::routes::devices))
         .routes(routes!(chat::routes::open_direct))
         .routes(routes!(chat::routes::user))
         .routes(routes!(chat::routes::lookup_user))

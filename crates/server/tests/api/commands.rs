@@ -274,6 +274,24 @@ async fn a_linked_device_posts_its_events_in_its_channel() {
     )
     .await;
     assert_eq!(device["channel_id"], room.as_str());
+    // Bob, a member but not the owner, can name the device whose events he will see;
+    // someone outside the channel cannot.
+    let linked = body(
+        app.get_as(&bob.access, &format!("/api/v1/channels/{room}/devices"))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        linked,
+        json!({"devices": [{"device_id": device_id, "name": "sensor", "kind": null}]})
+    );
+    assert_error(
+        app.get_as(&mallory.access, &format!("/api/v1/channels/{room}/devices"))
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
 
     let mut b = user_ws(&app, &bob).await;
     subscribe(&mut b, &room, None).await;

@@ -218,7 +218,7 @@ async fn api_responses_are_neither_cached_nor_sniffed() {
 }
 
 /// Every route the server answers, by method and path template.
-const ROUTES: [(&str, &str); 46] = [
+const ROUTES: [(&str, &str); 47] = [
     ("post", "/api/v1/auth/register"),
     ("post", "/api/v1/auth/login"),
     ("post", "/api/v1/auth/refresh"),
@@ -246,6 +246,7 @@ const ROUTES: [(&str, &str); 46] = [
     ("get", "/api/v1/channels"),
     ("patch", "/api/v1/channels/{id}"),
     ("delete", "/api/v1/channels/{id}/members/{user_id}"),
+    ("get", "/api/v1/channels/{id}/devices"),
     ("get", "/api/v1/channels/{id}/messages"),
     ("get", "/api/v1/channels/{id}/threads/{root_id}"),
     ("patch", "/api/v1/channels/{id}/messages/{message_id}"),
