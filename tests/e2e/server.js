@@ -22,12 +22,15 @@ ws_connect_per_minute_per_user = 1000
 ws_messages_per_second = 1000
 `;
 
-/** Starts the server; resolves to {origin, stop()} once it logged "API listening". */
-export async function startServer({ logFile, startTimeoutMs = 30_000 } = {}) {
+/** Starts the server; resolves to {origin, dataDir, stop()} once it logged "API listening".
+ * `extraConfig` is TOML appended to the test configuration. */
+export { root };
+
+export async function startServer({ logFile, startTimeoutMs = 30_000, extraConfig = "" } = {}) {
   const bin = path.resolve(root, process.env.UNHIDRA_BIN ?? "target/debug/unhidra");
   const dir = await mkdtemp(path.join(tmpdir(), "unhidra-e2e-"));
   const config = path.join(dir, "config.toml");
-  await writeFile(config, CONFIG);
+  await writeFile(config, CONFIG + extraConfig);
   const child = spawn(bin, [
     "serve",
     "--data-dir", path.join(dir, "data"),
@@ -69,7 +72,7 @@ export async function startServer({ logFile, startTimeoutMs = 30_000 } = {}) {
         }
       });
     });
-    return { origin: `http://${addr}`, stop };
+    return { origin: `http://${addr}`, dataDir: path.join(dir, "data"), bin, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -74,6 +74,10 @@ function onFrame(frame) {
       }
       break;
     }
+    case "held":
+      // Kept from the channel until an administrator releases it (then its `message` comes).
+      store.updatePending(frame.client_msg_id, { state: "held" });
+      break;
     case "typing":
       store.setTyping(frame.channel, frame.user);
       break;

@@ -64,7 +64,11 @@ export function setupMessageItems({ store, api, attachments, onOpenThread }) {
     li.append(h("div", { class: "meta" },
       nameEl(m.sender),
       timeEl(m.ts),
-      m.edited_at && !m.deleted ? h("span", { class: "edited", title: `edited ${new Date(m.edited_at).toLocaleString()}` }, "(edited)") : null));
+      m.edited_at && !m.deleted ? h("span", { class: "edited", title: `edited ${new Date(m.edited_at).toLocaleString()}` }, "(edited)") : null,
+      // The automatic moderation's flag (docs/ml.md), with its reasons.
+      m.flagged?.length && !m.deleted
+        ? h("span", { class: "flagged", title: `flagged by the automatic check: ${m.flagged.join(", ")}` }, `flagged: ${m.flagged.join(", ")}`)
+        : null));
 
     if (m.deleted) {
       li.append(h("p", { class: "body tombstone" }, "message deleted"));
@@ -255,14 +259,21 @@ export function setupMessageItems({ store, api, attachments, onOpenThread }) {
     }
   }
 
-  /** A message being sent: uploading, sending, or refused (then it can be dismissed). */
+  /** A message being sent: uploading, sending, held for review by an administrator (it
+   * appears when released), or refused (then it can be dismissed). */
   function pendingItem(p) {
-    const status = { uploading: "uploading…", sending: "sending…", failed: `not sent: ${p.failed}` }[p.state];
-    return h("li", { class: `message mine ${p.state === "failed" ? "failed" : "pending"}`, dataset: { pending: p.clientMsgId } },
+    const status = {
+      uploading: "uploading…",
+      sending: "sending…",
+      held: "held for review: an administrator will release it or not",
+      failed: `not sent: ${p.failed}`,
+    }[p.state];
+    const settled = p.state === "failed" || p.state === "held";
+    return h("li", { class: `message mine ${settled ? p.state : "pending"}`, dataset: { pending: p.clientMsgId } },
       h("div", { class: "meta" },
         h("span", { class: "sender" }, store.me?.username ?? "you"),
-        h("span", {}, status),
-        p.state === "failed"
+        h("span", { role: p.state === "held" ? "status" : null }, status),
+        settled
           ? h("button", { type: "button", class: "link", onclick: () => store.dropPending(p.clientMsgId) }, "Dismiss")
           : null),
       p.body ? h("p", { class: "body" }, p.body) : null,
