@@ -260,6 +260,10 @@ impl<R: Rng> Device<R> {
         self.dispatcher.register(name, handler);
     }
 
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     pub fn state(&self) -> State {
         self.state
     }
@@ -353,16 +357,45 @@ impl<R: Rng> Device<R> {
     /// A text frame arrived. Never panics: anything that is not a frame of the protocol is
     /// counted and ignored.
     pub fn on_text(&mut self, now_ms: u64, text: &str) {
-        self.stats.frames_in += 1;
-        self.last_rx_ms = now_ms;
+        self.received(now_ms);
         if text.len() > self.max_frame_bytes {
             self.stats.oversized += 1;
             return;
         }
-        let Ok(frame) = serde_json::from_str::<ServerFrame>(text) else {
-            self.stats.malformed += 1;
-            return;
-        };
+        match serde_json::from_str::<ServerFrame>(text) {
+            Ok(frame) => self.handle(now_ms, frame),
+            Err(_) => self.stats.malformed += 1,
+        }
+    }
+
+    /// A server frame that arrived already parsed: a transport that carries the frames'
+    /// contents in its own way (MQTT, see [`crate::mqtt`]) translates them into frames and
+    /// hands them over here. Handled exactly as the same frame sent as text.
+    pub fn on_frame(&mut self, now_ms: u64, frame: ServerFrame) {
+        self.received(now_ms);
+        self.handle(now_ms, frame);
+    }
+
+    /// A message arrived that could not be translated into a frame: counted as malformed,
+    /// and a sign of life like any message.
+    pub fn on_malformed(&mut self, now_ms: u64) {
+        self.received(now_ms);
+        self.stats.malformed += 1;
+    }
+
+    /// A message arrived that means nothing to a device (another transport's equivalent of
+    /// a frame it ignores): counted as ignored, and a sign of life.
+    pub fn on_ignored(&mut self, now_ms: u64) {
+        self.received(now_ms);
+        self.stats.ignored += 1;
+    }
+
+    fn received(&mut self, now_ms: u64) {
+        self.stats.frames_in += 1;
+        self.last_rx_ms = now_ms;
+    }
+
+    fn handle(&mut self, now_ms: u64, frame: ServerFrame) {
         match frame {
             ServerFrame::Welcome {
                 connection_id,
