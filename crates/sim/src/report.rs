@@ -13,6 +13,9 @@ pub struct Report {
     pub dead_peers: u64,
     pub reboots: u64,
     pub telemetry_sent: u64,
+    /// MQTT only: telemetry publishes (QoS 1) the server acknowledged, i.e. stored. The
+    /// WebSocket protocol has no acks for telemetry; there it stays 0.
+    pub telemetry_acked: u64,
     pub telemetry_dropped: u64,
     pub telemetry_expired: u64,
     pub anomalies_injected: u64,
@@ -59,6 +62,7 @@ impl Report {
         self.refused += o.refused;
         self.dead_peers += o.dead_peers;
         self.telemetry_sent += o.telemetry_sent;
+        self.telemetry_acked += o.telemetry_acked;
         self.telemetry_dropped += o.telemetry_dropped;
         self.telemetry_expired += o.telemetry_expired;
         self.heartbeats += o.heartbeats;
