@@ -80,7 +80,8 @@ pub async fn run(config: SimConfig, stop: CancellationToken) -> Result<Report, S
         return Err("the anomaly rate is a probability, 0 to 1".into());
     }
     let links = links(&config).await?;
-    let until = Instant::now() + config.duration;
+    let run_started = Instant::now();
+    let until = run_started + config.duration;
     let count = u32::try_from(config.keys.len().max(1)).unwrap_or(u32::MAX);
     let mut tasks = tokio::task::JoinSet::new();
     for (index, (key, link)) in config.keys.iter().zip(links).enumerate() {
@@ -91,6 +92,7 @@ pub async fn run(config: SimConfig, stop: CancellationToken) -> Result<Report, S
             telemetry_interval: config.telemetry_interval,
             anomaly_rate: config.anomaly_rate,
             core: config.core.clone(),
+            run_started,
         };
         let delay = config.ramp_up / count * u32::try_from(index).unwrap_or(u32::MAX);
         let stop = stop.clone();

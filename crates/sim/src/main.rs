@@ -145,6 +145,18 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     let report = run(config, stop).await.map_err(anyhow::Error::msg)?;
+    if let (Some(p50), Some(p99)) = (
+        report.connect_ms_quantile(0.5),
+        report.connect_ms_quantile(0.99),
+    ) {
+        eprintln!(
+            "{} welcomed; connect p50 <= {p50} ms, p99 <= {p99} ms, max {} ms; all first \
+             welcomed {:.2} s after the start",
+            report.welcomes,
+            report.connect_ms_max,
+            report.all_welcomed_after_ms as f64 / 1000.0
+        );
+    }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

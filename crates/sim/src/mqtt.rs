@@ -6,7 +6,9 @@
 //! Last Will.
 //!
 //! What rumqttc does on its own: the keep-alive pings (at the core's ping interval; their
-//! answers are reported as activity) and the PUBACKs of the commands it receives.
+//! answers are reported as activity) and the PUBACKs of the commands it receives. The
+//! PUBACKs it gets are reported to the core, which holds telemetry back while too many are
+//! missing (the server acknowledges after storing, so at the store's pace).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -23,10 +25,11 @@ use unhidra_device_core::unhidra_proto::mqtt::{parse_topic, TopicKind};
 use crate::report::Report;
 use crate::virtual_device::{boot, power_cycle, DeviceSpec, Readings, Shared};
 
-/// Requests the client holds before they are written. The core sends at most 20 frames at
-/// once, so a full queue means the connection is stuck.
+/// Requests the client holds before they are written. The core holds telemetry back while
+/// `TELEMETRY_WINDOW` (16) QoS 1 publishes wait for their PUBACK, so a full queue means the
+/// connection is stuck.
 const REQUEST_QUEUE: usize = 64;
-/// QoS 1 publishes written and not yet acknowledged.
+/// QoS 1 publishes rumqttc writes before it waits for PUBACKs (above the core's window).
 const MAX_INFLIGHT: u16 = 32;
 /// How long the end of a run (or a reboot) waits for what was published to be acknowledged.
 const DRAIN_FOR: Duration = Duration::from_secs(5);
@@ -152,12 +155,15 @@ impl Link {
                 }
             }
             Ok(Event::Incoming(Packet::Disconnect)) | Err(_) => return false,
-            Ok(Event::Incoming(packet)) => {
-                if let Packet::PubAck(ack) = packet {
-                    if self.unacked.remove(&ack.pkid) == Some(true) {
-                        self.telemetry_acked += 1;
-                    }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                if self.unacked.remove(&ack.pkid) == Some(true) {
+                    self.telemetry_acked += 1;
                 }
+                if let Some(mqtt) = mqtt {
+                    mqtt.on_puback(now_ms);
+                }
+            }
+            Ok(Event::Incoming(_)) => {
                 if let Some(mqtt) = mqtt {
                     mqtt.on_activity(now_ms);
                 }
@@ -266,6 +272,7 @@ pub async fn run(
         }
         match mqtt.poll(now_ms()) {
             MqttAction::Connect => {
+                let began = Instant::now();
                 let timeout = Duration::from_millis(spec.core.connect_timeout_ms);
                 let opening = Link::open(
                     target,
@@ -282,6 +289,9 @@ pub async fn run(
                     Ok(Ok(open)) => {
                         link = Some(open);
                         mqtt.on_connack(now_ms(), ConnAck::Accepted);
+                        if mqtt.device().is_connected() {
+                            report.note_welcome(began.elapsed(), spec.run_started.elapsed());
+                        }
                     }
                     Ok(Err(Some(refusal))) => mqtt.on_connack(now_ms(), refusal),
                     Ok(Err(None)) | Err(_) => mqtt.on_disconnected(now_ms()),

@@ -46,6 +46,8 @@ pub struct DeviceSpec {
     pub telemetry_interval: Duration,
     pub anomaly_rate: f64,
     pub core: Config,
+    /// When the run started (connect times are reported from here).
+    pub run_started: Instant,
 }
 
 /// State the command handlers share with the driver.
@@ -116,6 +118,20 @@ impl Readings {
             );
             self.ticker
                 .set_missed_tick_behavior(MissedTickBehavior::Skip);
+        }
+    }
+}
+
+/// Reports the attempt begun at `attempt` once the device is welcomed.
+pub(crate) fn note_welcome(
+    attempt: &mut Option<Instant>,
+    welcomed: bool,
+    report: &mut Report,
+    run_started: Instant,
+) {
+    if welcomed {
+        if let Some(began) = attempt.take() {
+            report.note_welcome(began.elapsed(), run_started.elapsed());
         }
     }
 }
@@ -229,6 +245,7 @@ async fn run_ws(
     let mut device = boot(spec, &shared, boots, now_ms());
     let mut socket: Option<Ws> = None;
     let mut readings = Readings::new(&shared);
+    let mut attempt: Option<Instant> = None;
 
     'run: while Instant::now() < until && !stop.is_cancelled() {
         // A requested reboot happens once its answer is on the wire.
@@ -247,6 +264,7 @@ async fn run_ws(
         }
         match device.poll(now_ms()) {
             Action::Connect => {
+                attempt = Some(Instant::now());
                 let timeout = Duration::from_millis(spec.core.connect_timeout_ms);
                 let outcome = tokio::select! {
                     r = tokio::time::timeout(timeout, connect(ws_url, &spec.key)) => r,
@@ -286,6 +304,7 @@ async fn run_ws(
                     _ = readings.due() => readings.take(&shared, &mut device, now_ms()),
                     message = next_message(&mut socket) => {
                         receive(&mut socket, &mut device, message, &now_ms).await;
+                        note_welcome(&mut attempt, device.is_connected(), &mut report, spec.run_started);
                     }
                 }
             }

@@ -195,6 +195,7 @@ async fn a_simulated_device_stores_telemetry_and_answers_commands() {
 
     assert_eq!(report.devices, 1);
     assert_eq!(report.welcomes, 1, "{report:?}");
+    assert_eq!(report.connect_ms.iter().sum::<u64>(), 1, "{report:?}");
     assert_eq!(report.commands_run, 2, "{report:?}");
     assert_eq!(report.commands_unknown, 1, "{report:?}");
     assert_eq!(
@@ -395,6 +396,8 @@ async fn a_simulated_device_over_mqtt_stores_telemetry_and_answers_commands() {
         report.welcomes, 2,
         "a CONNACK before and after the reboot: {report:?}"
     );
+    assert_eq!(report.connect_ms.iter().sum::<u64>(), 2, "{report:?}");
+    assert!(report.all_welcomed_after_ms > 0, "{report:?}");
     assert_eq!(report.commands_run, 3, "{report:?}");
     assert_eq!(report.commands_unknown, 1, "{report:?}");
     assert_eq!(

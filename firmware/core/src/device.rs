@@ -204,6 +204,8 @@ pub struct Device<R: Rng = SplitMix64> {
     tokens_milli: u64,
     tokens_at_ms: u64,
     telemetry_paused_until_ms: u64,
+    /// The transport cannot take more telemetry for now (see [`Device::hold_telemetry`]).
+    telemetry_held: bool,
     overload: Backoff,
     last_overload_ms: Option<u64>,
     free_memory: Option<u64>,
@@ -244,6 +246,7 @@ impl<R: Rng> Device<R> {
             next_heartbeat_ms: now_ms,
             tokens_at_ms: now_ms,
             telemetry_paused_until_ms: 0,
+            telemetry_held: false,
             last_overload_ms: None,
             free_memory: None,
             connection_id: None,
@@ -295,6 +298,13 @@ impl<R: Rng> Device<R> {
             telemetry_expired: counters.expired,
             ..self.stats.clone()
         }
+    }
+
+    /// Flow control for transports that acknowledge telemetry (MQTT's PUBACK): while held,
+    /// readings stay in the outbox (which keeps the newest) instead of being sent; answers,
+    /// heartbeats and timers go on. The driver releases it when acknowledgements come.
+    pub fn hold_telemetry(&mut self, hold: bool) {
+        self.telemetry_held = hold;
     }
 
     /// Free memory to report in the next heartbeat.
@@ -468,7 +478,9 @@ impl<R: Rng> Device<R> {
                 return Action::Connect;
             }
             State::Connected { .. }
-                if now_ms >= self.telemetry_paused_until_ms && !self.outbox.is_empty() =>
+                if now_ms >= self.telemetry_paused_until_ms
+                    && !self.telemetry_held
+                    && !self.outbox.is_empty() =>
             {
                 if !self.take_token(now_ms) {
                     return Action::Wait(self.token_ready_ms(now_ms));
@@ -651,7 +663,7 @@ impl<R: Rng> Device<R> {
                         .saturating_mul(u64::from(self.config.dead_after_pings.max(1))),
                 );
                 let mut next = dead.min(self.next_ping_ms).min(self.next_heartbeat_ms);
-                if !self.outbox.is_empty() {
+                if !self.outbox.is_empty() && !self.telemetry_held {
                     next = next.min(self.telemetry_paused_until_ms);
                 }
                 next

@@ -22,8 +22,14 @@
 //! The driver's loop is the one of [`Device`]: call [`MqttDevice::poll`] until it returns
 //! [`MqttAction::Wait`], wait until that time or an event, report the event, poll again.
 //! Report every packet from the server: a publish with [`MqttDevice::on_publish`], an accepted
-//! or refused CONNACK with [`MqttDevice::on_connack`], anything else (PINGRESP, PUBACK,
-//! SUBACK) with [`MqttDevice::on_activity`], which keeps the dead-peer timer fed.
+//! or refused CONNACK with [`MqttDevice::on_connack`], a PUBACK with [`MqttDevice::on_puback`],
+//! anything else (PINGRESP, SUBACK) with [`MqttDevice::on_activity`]; each keeps the dead-peer
+//! timer fed.
+//!
+//! Flow control: the server acknowledges a QoS 1 publish once it is stored, so acks come at
+//! the store's pace. While [`TELEMETRY_WINDOW`] QoS 1 publishes wait for theirs, telemetry
+//! stays in the core's outbox (which keeps the newest points) instead of piling up in the
+//! MQTT client; command answers and heartbeats still go.
 
 use serde::Serialize;
 use unhidra_proto::mqtt::{
@@ -41,6 +47,9 @@ pub const WILL_PAYLOAD: &[u8] = br#"{"online":false}"#;
 /// What the topic and the fixed header take of an MQTT packet at most (a device id of up to
 /// 64 characters); the rest is left for a frame's payload.
 pub const PACKET_OVERHEAD: usize = 256;
+
+/// QoS 1 publishes that may wait for their PUBACK before telemetry is held back.
+pub const TELEMETRY_WINDOW: usize = 16;
 
 /// One MQTT publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +139,7 @@ impl ConnAck {
 /// Counters of the translation; the core's own are in [`MqttDevice::stats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MqttStats {
+    /// Publishes handed to the driver (all QoS).
     pub publishes: u64,
     pub subscribes: u64,
     /// Frames of the core that have no MQTT topic (none today), dropped.
@@ -142,6 +152,8 @@ pub struct MqttDevice<R: Rng = SplitMix64> {
     device_id: String,
     /// Set by an accepted CONNACK: the subscriptions go out before anything else.
     subscribe_due: bool,
+    /// QoS 1 publishes of this connection not yet acknowledged.
+    unacked: usize,
     stats: MqttStats,
 }
 
@@ -163,6 +175,7 @@ impl<R: Rng> MqttDevice<R> {
             device,
             device_id: device_id.into(),
             subscribe_due: false,
+            unacked: 0,
             stats: MqttStats::default(),
         }
     }
@@ -217,6 +230,7 @@ impl<R: Rng> MqttDevice<R> {
 
     /// The server answered CONNECT.
     pub fn on_connack(&mut self, now_ms: u64, ack: ConnAck) {
+        self.unacked = 0;
         if ack != ConnAck::Accepted {
             self.device.on_disconnected(now_ms, ack.disconnect());
             return;
@@ -275,7 +289,18 @@ impl<R: Rng> MqttDevice<R> {
         }
     }
 
-    /// Any other packet from the server (PINGRESP, PUBACK, SUBACK): the peer is alive.
+    /// A PUBACK: one QoS 1 publish less waits (telemetry: it is stored).
+    pub fn on_puback(&mut self, now_ms: u64) {
+        self.unacked = self.unacked.saturating_sub(1);
+        self.device.on_pong(now_ms);
+    }
+
+    /// QoS 1 publishes of this connection still waiting for their PUBACK.
+    pub fn unacked(&self) -> usize {
+        self.unacked
+    }
+
+    /// Any other packet from the server (PINGRESP, SUBACK): the peer is alive.
     pub fn on_activity(&mut self, now_ms: u64) {
         self.device.on_pong(now_ms);
     }
@@ -283,6 +308,7 @@ impl<R: Rng> MqttDevice<R> {
     /// The connection, or the attempt, ended (MQTT 3.1.1 says no more than that).
     pub fn on_disconnected(&mut self, now_ms: u64) {
         self.subscribe_due = false;
+        self.unacked = 0;
         self.device.on_disconnected(now_ms, Disconnect::Lost);
     }
 
@@ -296,12 +322,14 @@ impl<R: Rng> MqttDevice<R> {
                 (self.topic(TopicKind::Errors), 0),
             ]);
         }
+        self.device.hold_telemetry(self.unacked >= TELEMETRY_WINDOW);
         // Each turn takes something off the core's queue, so this ends.
         loop {
             match self.device.poll(now_ms) {
                 Action::Connect => return MqttAction::Connect,
                 Action::Close => {
                     self.subscribe_due = false;
+                    self.unacked = 0;
                     return MqttAction::Close;
                 }
                 Action::Wait(at) => return MqttAction::Wait(at),
@@ -310,6 +338,9 @@ impl<R: Rng> MqttDevice<R> {
                 Action::Send(text) => match self.translate(&text) {
                     Some(publish) => {
                         self.stats.publishes += 1;
+                        if publish.qos == 1 {
+                            self.unacked += 1;
+                        }
                         return MqttAction::Publish(publish);
                     }
                     None => self.stats.untranslatable += 1,

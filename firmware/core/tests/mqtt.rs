@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use unhidra_device_core::mqtt::{ConnAck, MqttAction, MqttDevice, Publish, WILL_PAYLOAD};
+use unhidra_device_core::mqtt::{
+    ConnAck, MqttAction, MqttDevice, Publish, TELEMETRY_WINDOW, WILL_PAYLOAD,
+};
 use unhidra_device_core::unhidra_proto::mqtt::{
     ResultPayload, StatusPayload, TelemetryPayload, TopicKind,
 };
@@ -30,6 +32,8 @@ enum Broker {
     Up,
     /// Accepts, then never sends anything again.
     Silent,
+    /// Accepts and answers pings, but withholds PUBACKs (a store that cannot keep up).
+    Unacking,
     /// Answers CONNECT with this refusal.
     Refuses(ConnAck),
 }
@@ -49,6 +53,8 @@ struct Harness {
     connected: bool,
     /// The next keep-alive PINGRESP (the MQTT client pings on its own).
     next_pingresp: Option<u64>,
+    /// PUBACKs an `Unacking` broker owes.
+    withheld: usize,
     log: Vec<(u64, Event)>,
 }
 
@@ -72,6 +78,7 @@ impl Harness {
             broker: Broker::Up,
             connected: false,
             next_pingresp: None,
+            withheld: 0,
             log: Vec::new(),
         }
     }
@@ -87,7 +94,7 @@ impl Harness {
             // The MQTT client's keep-alive: a PINGRESP from a live broker.
             if let Some(at) = self.next_pingresp {
                 if at <= self.now {
-                    if self.connected && self.broker == Broker::Up {
+                    if self.connected && matches!(self.broker, Broker::Up | Broker::Unacking) {
                         self.mqtt.on_activity(self.now);
                     }
                     self.next_pingresp = Some(at + self.keep_alive_ms());
@@ -98,7 +105,7 @@ impl Harness {
                     self.log.push((self.now, Event::Connect));
                     match self.broker {
                         Broker::Refuses(ack) => self.mqtt.on_connack(self.now, ack),
-                        Broker::Up | Broker::Silent => {
+                        Broker::Up | Broker::Silent | Broker::Unacking => {
                             self.connected = true;
                             self.next_pingresp = Some(self.now + self.keep_alive_ms());
                             self.mqtt.on_connack(self.now, ConnAck::Accepted);
@@ -108,14 +115,18 @@ impl Harness {
                 MqttAction::Subscribe(filters) => {
                     assert!(self.connected);
                     self.log.push((self.now, Event::Subscribe(filters)));
-                    if self.broker == Broker::Up {
+                    if self.broker != Broker::Silent {
                         self.mqtt.on_activity(self.now); // SUBACK
                     }
                 }
                 MqttAction::Publish(publish) => {
                     assert!(self.connected, "published while not connected");
-                    if publish.qos == 1 && self.broker == Broker::Up {
-                        self.mqtt.on_activity(self.now); // PUBACK
+                    if publish.qos == 1 {
+                        match self.broker {
+                            Broker::Up => self.mqtt.on_puback(self.now),
+                            Broker::Unacking => self.withheld += 1,
+                            _ => {}
+                        }
                     }
                     self.log.push((self.now, Event::Publish(publish)));
                 }
@@ -138,6 +149,13 @@ impl Harness {
             }
         }
         panic!("the device is spinning: more than {budget} actions before {until} ms");
+    }
+
+    /// The broker sends the PUBACKs it owes.
+    fn ack_all(&mut self) {
+        for _ in 0..std::mem::take(&mut self.withheld) {
+            self.mqtt.on_puback(self.now);
+        }
     }
 
     /// The connection drops.
@@ -503,4 +521,57 @@ fn an_overflowing_outbox_flushes_in_order_at_the_cores_pace() {
         .filter(|(t, ..)| *t < first + 1_000)
         .count();
     assert!(within_a_second <= 40, "{within_a_second}");
+}
+
+#[test]
+fn unacknowledged_publishes_hold_telemetry_back_but_not_answers() {
+    let mut h = Harness::new(11);
+    h.mqtt
+        .device_mut()
+        .register("blink", |_: &Value| Ok(json!({"blinked": 1})));
+    h.broker = Broker::Unacking;
+    h.run_until(1);
+    for i in 0..100 {
+        h.mqtt
+            .device_mut()
+            .queue_telemetry(h.now, reading(f64::from(i)), None)
+            .unwrap();
+    }
+    h.run_until(h.now + 10_000);
+    // No more than the window waits in the client; the rest stays in the outbox.
+    assert_eq!(h.published_to("telemetry").len(), TELEMETRY_WINDOW);
+    assert_eq!(h.mqtt.unacked(), TELEMETRY_WINDOW);
+    assert_eq!(h.mqtt.device().queued_telemetry(), 100 - TELEMETRY_WINDOW);
+
+    // Answers and heartbeats still go, and the keep-alive keeps the connection.
+    h.command("c-1", "blink", json!({}));
+    h.run_until(h.now + 60_000);
+    assert_eq!(h.published_to("results").len(), 1);
+    assert!(h.published_to("status").len() >= 2);
+    assert!(h.mqtt.device().is_connected());
+    assert_eq!(h.published_to("telemetry").len(), TELEMETRY_WINDOW);
+
+    // The store catches up: the rest follows, in order, nothing lost.
+    h.broker = Broker::Up;
+    h.ack_all();
+    h.run_until(h.now + 10_000);
+    let temps: Vec<f64> = h
+        .published_to("telemetry")
+        .iter()
+        .map(|(_, _, v)| v["metrics"]["temp"].as_f64().unwrap())
+        .collect();
+    assert_eq!(temps, (0..100).map(f64::from).collect::<Vec<_>>());
+    assert_eq!(h.mqtt.unacked(), 0);
+
+    // A new connection starts with an empty window.
+    h.broker = Broker::Unacking;
+    for i in 0..20 {
+        h.mqtt
+            .device_mut()
+            .queue_telemetry(h.now, reading(f64::from(i)), None)
+            .unwrap();
+    }
+    h.run_until(h.now + 1_000);
+    h.drop_connection();
+    assert_eq!(h.mqtt.unacked(), 0);
 }
