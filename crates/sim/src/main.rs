@@ -4,18 +4,24 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use unhidra_sim::register::{parse_keys, register_devices};
-use unhidra_sim::{run, SimConfig};
+use unhidra_sim::{run, SimConfig, Transport};
 
-/// Simulated Unhidra devices over real WebSocket connections.
+/// Simulated Unhidra devices over real WebSocket or MQTT connections.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// The server's base URL.
+    /// The server's base URL (the REST API; the WebSocket endpoint with --transport ws).
     #[arg(long, default_value = "http://127.0.0.1:8080", env = "UNHIDRA_SIM_URL")]
     url: String,
+    /// How the devices connect: WebSocket (GET /ws) or MQTT (the server's MQTT listener).
+    #[arg(long, value_enum, default_value_t = TransportArg::Ws)]
+    transport: TransportArg,
+    /// The server's MQTT listener, host:port (needed with --transport mqtt).
+    #[arg(long, value_name = "ADDR", env = "UNHIDRA_SIM_MQTT")]
+    mqtt: Option<String>,
     /// How many devices to run (default: every key in --keys-file).
     #[arg(long)]
     devices: Option<usize>,
@@ -47,6 +53,12 @@ struct Args {
     seed: Option<u64>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    Ws,
+    Mqtt,
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -69,6 +81,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let transport = match (args.transport, &args.mqtt) {
+        (TransportArg::Ws, None) => Transport::WebSocket,
+        (TransportArg::Ws, Some(_)) => bail!("--mqtt is for --transport mqtt"),
+        (TransportArg::Mqtt, Some(addr)) => Transport::Mqtt { addr: addr.clone() },
+        (TransportArg::Mqtt, None) => bail!("--transport mqtt needs --mqtt HOST:PORT"),
+    };
+    let mut device_ids = Vec::new();
     let keys = if args.register {
         let count = args.devices.context("--register needs --devices N")?;
         let username = args
@@ -80,8 +99,13 @@ async fn main() -> anyhow::Result<()> {
             .as_deref()
             .context("--register needs UNHIDRA_SIM_PASSWORD (or --password)")?;
         let prefix = format!("sim-{}", std::process::id());
-        let keys = register_devices(&args.url, username, password, count, &prefix).await?;
-        eprintln!("registered {} devices as {prefix}-1…", keys.len());
+        let devices = register_devices(&args.url, username, password, count, &prefix).await?;
+        eprintln!("registered {} devices as {prefix}-1…", devices.len());
+        let (ids, keys) = devices
+            .into_iter()
+            .map(|d| (d.device_id, d.api_key))
+            .unzip();
+        device_ids = ids;
         keys
     } else {
         let path = args
@@ -103,6 +127,8 @@ async fn main() -> anyhow::Result<()> {
         bail!("no devices to run");
     }
     let mut config = SimConfig::new(args.url, keys);
+    config.device_ids = device_ids;
+    config.transport = transport;
     config.telemetry_interval = args.telemetry_interval;
     config.anomaly_rate = args.anomaly_rate;
     config.duration = args.duration;
@@ -119,6 +145,18 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     let report = run(config, stop).await.map_err(anyhow::Error::msg)?;
+    if let (Some(p50), Some(p99)) = (
+        report.connect_ms_quantile(0.5),
+        report.connect_ms_quantile(0.99),
+    ) {
+        eprintln!(
+            "{} welcomed; connect p50 <= {p50} ms, p99 <= {p99} ms, max {} ms; all first \
+             welcomed {:.2} s after the start",
+            report.welcomes,
+            report.connect_ms_max,
+            report.all_welcomed_after_ms as f64 / 1000.0
+        );
+    }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! One simulated device: the firmware core driven over a real WebSocket, with sensors and
-//! command handlers (`reboot`, `blink`, `read_sensor`, `set_interval`).
+//! One simulated device: the firmware core with sensors and command handlers (`reboot`,
+//! `blink`, `read_sensor`, `set_interval`), driven over a real WebSocket (here) or over MQTT
+//! ([`crate::mqtt`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,33 +22,130 @@ use crate::sensors::{Sensors, BATTERY, HUMIDITY, RSSI, TEMPERATURE};
 pub const FIRMWARE_VERSION: &str = concat!("sim-", env!("CARGO_PKG_VERSION"));
 
 /// A write that takes longer than this means the connection is gone.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a device reaches the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkSpec {
+    /// `ws://host:port/ws`, the key offered as `device.<key>`.
+    WebSocket { url: String },
+    /// The server's MQTT listener; the device id is the user name, the key the password.
+    Mqtt {
+        host: String,
+        port: u16,
+        device_id: String,
+    },
+}
 
 /// What one device needs to run.
 #[derive(Debug, Clone)]
 pub struct DeviceSpec {
-    pub ws_url: String,
+    pub link: LinkSpec,
     pub key: String,
     pub seed: u64,
     pub telemetry_interval: Duration,
     pub anomaly_rate: f64,
     pub core: Config,
+    /// When the run started (connect times are reported from here).
+    pub run_started: Instant,
 }
 
 /// State the command handlers share with the driver.
 #[derive(Debug)]
-struct Shared {
-    sensors: Mutex<Sensors>,
-    interval_ms: AtomicU64,
-    reboot: AtomicBool,
+pub(crate) struct Shared {
+    pub(crate) sensors: Mutex<Sensors>,
+    pub(crate) interval_ms: AtomicU64,
+    pub(crate) reboot: AtomicBool,
 }
 
-fn lock(sensors: &Mutex<Sensors>) -> std::sync::MutexGuard<'_, Sensors> {
+impl Shared {
+    pub(crate) fn new(spec: &DeviceSpec) -> Arc<Self> {
+        Arc::new(Self {
+            sensors: Mutex::new(Sensors::new(spec.seed, spec.anomaly_rate)),
+            interval_ms: AtomicU64::new(
+                u64::try_from(spec.telemetry_interval.as_millis()).unwrap_or(60_000),
+            ),
+            reboot: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether a `reboot` command asked for one (and forgets the request).
+    pub(crate) fn take_reboot(&self) -> bool {
+        self.reboot.swap(false, Ordering::SeqCst)
+    }
+
+    pub(crate) fn anomalies(&self) -> u64 {
+        lock(&self.sensors).anomalies()
+    }
+}
+
+pub(crate) fn lock(sensors: &Mutex<Sensors>) -> std::sync::MutexGuard<'_, Sensors> {
     sensors.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The sensor readings' clock: a reading every interval, which `set_interval` changes.
+pub(crate) struct Readings {
+    ticker: tokio::time::Interval,
+    interval_ms: u64,
+}
+
+impl Readings {
+    pub(crate) fn new(shared: &Shared) -> Self {
+        let interval_ms = shared.interval_ms.load(Ordering::SeqCst);
+        let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms.max(100)));
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        Self {
+            ticker,
+            interval_ms,
+        }
+    }
+
+    /// The next reading is due.
+    pub(crate) async fn due(&mut self) {
+        self.ticker.tick().await;
+    }
+
+    /// Takes a reading into the device's outbox, then follows a changed interval.
+    pub(crate) fn take(&mut self, shared: &Shared, device: &mut Device, now_ms: u64) {
+        let reading = lock(&shared.sensors).sample(unix_secs());
+        let _ = device.queue_telemetry(now_ms, reading, Some(OffsetDateTime::now_utc()));
+        let wanted = shared.interval_ms.load(Ordering::SeqCst);
+        if wanted != self.interval_ms {
+            self.interval_ms = wanted;
+            self.ticker = tokio::time::interval_at(
+                Instant::now() + Duration::from_millis(wanted),
+                Duration::from_millis(wanted.max(100)),
+            );
+            self.ticker
+                .set_missed_tick_behavior(MissedTickBehavior::Skip);
+        }
+    }
+}
+
+/// Reports the attempt begun at `attempt` once the device is welcomed.
+pub(crate) fn note_welcome(
+    attempt: &mut Option<Instant>,
+    welcomed: bool,
+    report: &mut Report,
+    run_started: Instant,
+) {
+    if welcomed {
+        if let Some(began) = attempt.take() {
+            report.note_welcome(began.elapsed(), run_started.elapsed());
+        }
+    }
+}
+
+/// Waits a second after a reboot; false if the run ended meanwhile.
+pub(crate) async fn power_cycle(until: Instant, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep_until(until.min(Instant::now() + Duration::from_secs(1))) => true,
+        _ = stop.cancelled() => false,
+    }
+}
+
 /// A fresh core (as after a power-on) with the simulator's handlers.
-fn boot(spec: &DeviceSpec, shared: &Arc<Shared>, boots: u64, now_ms: u64) -> Device {
+pub(crate) fn boot(spec: &DeviceSpec, shared: &Arc<Shared>, boots: u64, now_ms: u64) -> Device {
     let seed = spec.seed.wrapping_add(boots.wrapping_mul(0x9E37_79B9));
     let mut device = Device::new(spec.core.clone(), SplitMix64::new(seed), now_ms);
     device.set_free_memory(Some(180_000 - (seed % 20_000)));
@@ -109,48 +207,67 @@ async fn next_message(
 
 /// Runs one device until `stop` or `until`; returns what it did.
 pub async fn run(spec: DeviceSpec, until: Instant, stop: CancellationToken) -> Report {
+    match &spec.link {
+        LinkSpec::WebSocket { url } => {
+            let url = url.clone();
+            run_ws(&spec, &url, until, stop).await
+        }
+        LinkSpec::Mqtt {
+            host,
+            port,
+            device_id,
+        } => {
+            let target = crate::mqtt::Target {
+                host: host.clone(),
+                port: *port,
+                device_id: device_id.clone(),
+            };
+            crate::mqtt::run(&spec, &target, until, stop).await
+        }
+    }
+}
+
+/// The device over a WebSocket.
+async fn run_ws(
+    spec: &DeviceSpec,
+    ws_url: &str,
+    until: Instant,
+    stop: CancellationToken,
+) -> Report {
     let start = Instant::now();
     let now_ms = move || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let shared = Arc::new(Shared {
-        sensors: Mutex::new(Sensors::new(spec.seed, spec.anomaly_rate)),
-        interval_ms: AtomicU64::new(
-            u64::try_from(spec.telemetry_interval.as_millis()).unwrap_or(60_000),
-        ),
-        reboot: AtomicBool::new(false),
-    });
+    let shared = Shared::new(spec);
     let mut report = Report {
         devices: 1,
         ..Report::default()
     };
     let mut boots = 0;
-    let mut device = boot(&spec, &shared, boots, now_ms());
+    let mut device = boot(spec, &shared, boots, now_ms());
     let mut socket: Option<Ws> = None;
-    let mut interval_ms = shared.interval_ms.load(Ordering::SeqCst);
-    let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms.max(100)));
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut readings = Readings::new(&shared);
+    let mut attempt: Option<Instant> = None;
 
     'run: while Instant::now() < until && !stop.is_cancelled() {
         // A requested reboot happens once its answer is on the wire.
-        if shared.reboot.load(Ordering::SeqCst) && !device.has_pending() {
-            shared.reboot.store(false, Ordering::SeqCst);
+        if !device.has_pending() && shared.take_reboot() {
             if let Some(mut ws) = socket.take() {
                 let _ = tokio::time::timeout(WRITE_TIMEOUT, ws.close(None)).await;
             }
             report.add_core(&device.stats());
             report.reboots += 1;
-            tokio::select! {
-                _ = tokio::time::sleep_until(until.min(Instant::now() + Duration::from_secs(1))) => {}
-                _ = stop.cancelled() => break 'run,
+            if !power_cycle(until, &stop).await {
+                break 'run;
             }
             boots += 1;
-            device = boot(&spec, &shared, boots, now_ms());
+            device = boot(spec, &shared, boots, now_ms());
             continue;
         }
         match device.poll(now_ms()) {
             Action::Connect => {
+                attempt = Some(Instant::now());
                 let timeout = Duration::from_millis(spec.core.connect_timeout_ms);
                 let outcome = tokio::select! {
-                    r = tokio::time::timeout(timeout, connect(&spec.ws_url, &spec.key)) => r,
+                    r = tokio::time::timeout(timeout, connect(ws_url, &spec.key)) => r,
                     _ = stop.cancelled() => break 'run,
                 };
                 match outcome {
@@ -184,21 +301,10 @@ pub async fn run(spec: DeviceSpec, until: Instant, stop: CancellationToken) -> R
                 tokio::select! {
                     _ = tokio::time::sleep_until(wake.min(until)) => {}
                     _ = stop.cancelled() => break 'run,
-                    _ = ticker.tick() => {
-                        let reading = lock(&shared.sensors).sample(unix_secs());
-                        let _ = device.queue_telemetry(now_ms(), reading, Some(OffsetDateTime::now_utc()));
-                        let wanted = shared.interval_ms.load(Ordering::SeqCst);
-                        if wanted != interval_ms {
-                            interval_ms = wanted;
-                            ticker = tokio::time::interval_at(
-                                Instant::now() + Duration::from_millis(wanted),
-                                Duration::from_millis(wanted.max(100)),
-                            );
-                            ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-                        }
-                    }
+                    _ = readings.due() => readings.take(&shared, &mut device, now_ms()),
                     message = next_message(&mut socket) => {
                         receive(&mut socket, &mut device, message, &now_ms).await;
+                        note_welcome(&mut attempt, device.is_connected(), &mut report, spec.run_started);
                     }
                 }
             }
@@ -208,11 +314,11 @@ pub async fn run(spec: DeviceSpec, until: Instant, stop: CancellationToken) -> R
         let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
     }
     report.add_core(&device.stats());
-    report.anomalies_injected = lock(&shared.sensors).anomalies();
+    report.anomalies_injected = shared.anomalies();
     report
 }
 
-fn unix_secs() -> f64 {
+pub(crate) fn unix_secs() -> f64 {
     let now = OffsetDateTime::now_utc();
     now.unix_timestamp() as f64 + f64::from(now.nanosecond()) / 1e9
 }

@@ -1,5 +1,6 @@
-//! A simulated device against the real server: its telemetry is stored, and commands, one
-//! queued before it connects and one sent while it runs, are answered.
+//! A simulated device against the real server, over a WebSocket and over MQTT: its
+//! telemetry is stored, and commands, one queued before it connects and others sent while it
+//! runs, are answered.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,16 +16,18 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use unhidra_server::{Config, Listeners};
-use unhidra_sim::{run, SimConfig};
+use unhidra_sim::{run, SimConfig, Transport};
 
 struct Server {
     addr: SocketAddr,
+    /// The MQTT listener, when asked for.
+    mqtt: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
 
-async fn spawn_server() -> Server {
+async fn spawn_server(with_mqtt: bool) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         data_dir: dir.path().join("data"),
@@ -32,6 +35,12 @@ async fn spawn_server() -> Server {
     };
     let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = api.local_addr().unwrap();
+    let mqtt = if with_mqtt {
+        Some(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    } else {
+        None
+    };
+    let mqtt_addr = mqtt.as_ref().map(|l| l.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
         let shutdown = shutdown.clone();
@@ -41,7 +50,7 @@ async fn spawn_server() -> Server {
                 Listeners {
                     api,
                     metrics: None,
-                    mqtt: None,
+                    mqtt,
                 },
                 shutdown,
             )
@@ -55,6 +64,7 @@ async fn spawn_server() -> Server {
             if r.status().is_success() {
                 return Server {
                     addr,
+                    mqtt: mqtt_addr,
                     shutdown,
                     task,
                     _dir: dir,
@@ -84,7 +94,7 @@ async fn get(client: &reqwest::Client, url: String, token: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulated_device_stores_telemetry_and_answers_commands() {
-    let server = spawn_server().await;
+    let server = spawn_server(false).await;
     let base = format!("http://{}", server.addr);
     let client = reqwest::Client::new();
     let password = "correct horse battery staple";
@@ -185,6 +195,7 @@ async fn a_simulated_device_stores_telemetry_and_answers_commands() {
 
     assert_eq!(report.devices, 1);
     assert_eq!(report.welcomes, 1, "{report:?}");
+    assert_eq!(report.connect_ms.iter().sum::<u64>(), 1, "{report:?}");
     assert_eq!(report.commands_run, 2, "{report:?}");
     assert_eq!(report.commands_unknown, 1, "{report:?}");
     assert_eq!(
@@ -226,6 +237,212 @@ async fn a_simulated_device_stores_telemetry_and_answers_commands() {
         &token,
     )
     .await;
+    assert_eq!(
+        info["state"]["firmware_version"],
+        unhidra_sim::FIRMWARE_VERSION
+    );
+
+    server.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), server.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Polls a command until it is completed (bounded), and returns it.
+async fn completed(client: &reqwest::Client, url: String, token: &str) -> Value {
+    let mut info = Value::Null;
+    for _ in 0..100 {
+        info = get(client, url.clone(), token).await;
+        if info["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(info["status"], "completed", "{info}");
+    info
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_device_over_mqtt_stores_telemetry_and_answers_commands() {
+    let server = spawn_server(true).await;
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let password = "correct horse battery staple";
+    post(
+        &client,
+        format!("{base}/api/v1/auth/register"),
+        None,
+        json!({"username": "bob", "password": password}),
+    )
+    .await;
+    let login = post(
+        &client,
+        format!("{base}/api/v1/auth/login"),
+        None,
+        json!({"username": "bob", "password": password}),
+    )
+    .await;
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let device = post(
+        &client,
+        format!("{base}/api/v1/devices"),
+        Some(&token),
+        json!({"name": "sim-mqtt-1", "kind": "sim"}),
+    )
+    .await;
+    let device_id = device["device_id"].as_str().unwrap().to_owned();
+    let key = device["api_key"].as_str().unwrap().to_owned();
+    let commands = format!("{base}/api/v1/devices/{device_id}/commands");
+    let device_url = format!("{base}/api/v1/devices/{device_id}");
+
+    // Queued while the device is offline: delivered after it connects and subscribes.
+    let queued = post(
+        &client,
+        commands.clone(),
+        Some(&token),
+        json!({"name": "blink", "args": {"times": 3}}),
+    )
+    .await;
+
+    let started = time::OffsetDateTime::now_utc().unix_timestamp();
+    // The id is left out: the simulator asks the server for it with the key.
+    let mut config = SimConfig::new(base.clone(), vec![key]);
+    config.transport = Transport::Mqtt {
+        addr: server.mqtt.unwrap().to_string(),
+    };
+    config.telemetry_interval = Duration::from_millis(200);
+    config.anomaly_rate = 0.0;
+    config.duration = Duration::from_secs(5);
+    config.seed = 11;
+    let stop = CancellationToken::new();
+    let sim = tokio::spawn(run(config, stop.clone()));
+
+    let queued = completed(
+        &client,
+        format!("{commands}/{}", queued["id"].as_str().unwrap()),
+        &token,
+    )
+    .await;
+    assert_eq!(
+        (&queued["ok"], &queued["output"]),
+        (&json!(true), &json!({"blinked": 3}))
+    );
+    // Online now: these go to the live connection.
+    assert_eq!(
+        get(&client, device_url.clone(), &token).await["state"]["online"],
+        true
+    );
+    let live = post(
+        &client,
+        commands.clone(),
+        Some(&token),
+        json!({"name": "read_sensor", "args": {"sensor": "battery"}}),
+    )
+    .await;
+    let unknown = post(
+        &client,
+        commands.clone(),
+        Some(&token),
+        json!({"name": "self_destruct"}),
+    )
+    .await;
+    let live = completed(
+        &client,
+        format!("{commands}/{}", live["id"].as_str().unwrap()),
+        &token,
+    )
+    .await;
+    assert_eq!(live["ok"], true, "{live}");
+    assert_eq!(live["output"]["sensor"], "battery");
+    assert!(live["output"]["value"].is_f64(), "{live}");
+    let unknown = completed(
+        &client,
+        format!("{commands}/{}", unknown["id"].as_str().unwrap()),
+        &token,
+    )
+    .await;
+    assert_eq!(
+        (&unknown["ok"], &unknown["output"]),
+        (
+            &json!(false),
+            &json!({"error": "unknown command: self_destruct"})
+        )
+    );
+    // A reboot: answered, then the connection drops without DISCONNECT and a fresh core
+    // connects and subscribes again.
+    let reboot = post(
+        &client,
+        commands.clone(),
+        Some(&token),
+        json!({"name": "reboot"}),
+    )
+    .await;
+    completed(
+        &client,
+        format!("{commands}/{}", reboot["id"].as_str().unwrap()),
+        &token,
+    )
+    .await;
+
+    let report = tokio::time::timeout(Duration::from_secs(20), sim)
+        .await
+        .expect("the simulator ran past its duration")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.devices, 1);
+    assert_eq!(report.reboots, 1, "{report:?}");
+    assert_eq!(
+        report.welcomes, 2,
+        "a CONNACK before and after the reboot: {report:?}"
+    );
+    assert_eq!(report.connect_ms.iter().sum::<u64>(), 2, "{report:?}");
+    assert!(report.all_welcomed_after_ms > 0, "{report:?}");
+    assert_eq!(report.commands_run, 3, "{report:?}");
+    assert_eq!(report.commands_unknown, 1, "{report:?}");
+    assert_eq!(
+        (report.malformed, report.server_errors, report.refused),
+        (0, 0, 0),
+        "{report:?}"
+    );
+    assert!(report.heartbeats >= 2, "{report:?}");
+    assert!(
+        (8..=30).contains(&report.telemetry_sent),
+        "about 4 s up at 5 readings a second: {report:?}"
+    );
+    // Every telemetry publish was acknowledged, so stored.
+    assert_eq!(report.telemetry_acked, report.telemetry_sent, "{report:?}");
+
+    // Stored and queryable by bucket, for each sensor.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for metric in ["temperature", "humidity", "battery", "rssi"] {
+        let series = get(
+            &client,
+            format!(
+                "{base}/api/v1/devices/{device_id}/telemetry?metric={metric}&from={}&to={}&bucket=60",
+                started - 5,
+                now + 5
+            ),
+            &token,
+        )
+        .await;
+        let buckets = series["buckets"].as_array().unwrap();
+        let stored: u64 = buckets.iter().map(|b| b["count"].as_u64().unwrap()).sum();
+        assert_eq!(stored, report.telemetry_sent, "{metric}: {series}");
+        for bucket in buckets {
+            assert!(bucket["min"].as_f64().unwrap() <= bucket["max"].as_f64().unwrap());
+        }
+    }
+    // The status topic's heartbeat reached the device's state; the run's end took it offline.
+    let mut info = Value::Null;
+    for _ in 0..100 {
+        info = get(&client, device_url.clone(), &token).await;
+        if info["state"]["online"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(info["state"]["online"], false, "{info}");
     assert_eq!(
         info["state"]["firmware_version"],
         unhidra_sim::FIRMWARE_VERSION

@@ -204,6 +204,8 @@ pub struct Device<R: Rng = SplitMix64> {
     tokens_milli: u64,
     tokens_at_ms: u64,
     telemetry_paused_until_ms: u64,
+    /// The transport cannot take more telemetry for now (see [`Device::hold_telemetry`]).
+    telemetry_held: bool,
     overload: Backoff,
     last_overload_ms: Option<u64>,
     free_memory: Option<u64>,
@@ -244,6 +246,7 @@ impl<R: Rng> Device<R> {
             next_heartbeat_ms: now_ms,
             tokens_at_ms: now_ms,
             telemetry_paused_until_ms: 0,
+            telemetry_held: false,
             last_overload_ms: None,
             free_memory: None,
             connection_id: None,
@@ -258,6 +261,10 @@ impl<R: Rng> Device<R> {
         handler: impl FnMut(&serde_json::Value) -> HandlerResult + Send + 'static,
     ) {
         self.dispatcher.register(name, handler);
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn state(&self) -> State {
@@ -291,6 +298,13 @@ impl<R: Rng> Device<R> {
             telemetry_expired: counters.expired,
             ..self.stats.clone()
         }
+    }
+
+    /// Flow control for transports that acknowledge telemetry (MQTT's PUBACK): while held,
+    /// readings stay in the outbox (which keeps the newest) instead of being sent; answers,
+    /// heartbeats and timers go on. The driver releases it when acknowledgements come.
+    pub fn hold_telemetry(&mut self, hold: bool) {
+        self.telemetry_held = hold;
     }
 
     /// Free memory to report in the next heartbeat.
@@ -353,16 +367,45 @@ impl<R: Rng> Device<R> {
     /// A text frame arrived. Never panics: anything that is not a frame of the protocol is
     /// counted and ignored.
     pub fn on_text(&mut self, now_ms: u64, text: &str) {
-        self.stats.frames_in += 1;
-        self.last_rx_ms = now_ms;
+        self.received(now_ms);
         if text.len() > self.max_frame_bytes {
             self.stats.oversized += 1;
             return;
         }
-        let Ok(frame) = serde_json::from_str::<ServerFrame>(text) else {
-            self.stats.malformed += 1;
-            return;
-        };
+        match serde_json::from_str::<ServerFrame>(text) {
+            Ok(frame) => self.handle(now_ms, frame),
+            Err(_) => self.stats.malformed += 1,
+        }
+    }
+
+    /// A server frame that arrived already parsed: a transport that carries the frames'
+    /// contents in its own way (MQTT, see [`crate::mqtt`]) translates them into frames and
+    /// hands them over here. Handled exactly as the same frame sent as text.
+    pub fn on_frame(&mut self, now_ms: u64, frame: ServerFrame) {
+        self.received(now_ms);
+        self.handle(now_ms, frame);
+    }
+
+    /// A message arrived that could not be translated into a frame: counted as malformed,
+    /// and a sign of life like any message.
+    pub fn on_malformed(&mut self, now_ms: u64) {
+        self.received(now_ms);
+        self.stats.malformed += 1;
+    }
+
+    /// A message arrived that means nothing to a device (another transport's equivalent of
+    /// a frame it ignores): counted as ignored, and a sign of life.
+    pub fn on_ignored(&mut self, now_ms: u64) {
+        self.received(now_ms);
+        self.stats.ignored += 1;
+    }
+
+    fn received(&mut self, now_ms: u64) {
+        self.stats.frames_in += 1;
+        self.last_rx_ms = now_ms;
+    }
+
+    fn handle(&mut self, now_ms: u64, frame: ServerFrame) {
         match frame {
             ServerFrame::Welcome {
                 connection_id,
@@ -435,7 +478,9 @@ impl<R: Rng> Device<R> {
                 return Action::Connect;
             }
             State::Connected { .. }
-                if now_ms >= self.telemetry_paused_until_ms && !self.outbox.is_empty() =>
+                if now_ms >= self.telemetry_paused_until_ms
+                    && !self.telemetry_held
+                    && !self.outbox.is_empty() =>
             {
                 if !self.take_token(now_ms) {
                     return Action::Wait(self.token_ready_ms(now_ms));
@@ -618,7 +663,7 @@ impl<R: Rng> Device<R> {
                         .saturating_mul(u64::from(self.config.dead_after_pings.max(1))),
                 );
                 let mut next = dead.min(self.next_ping_ms).min(self.next_heartbeat_ms);
-                if !self.outbox.is_empty() {
+                if !self.outbox.is_empty() && !self.telemetry_held {
                     next = next.min(self.telemetry_paused_until_ms);
                 }
                 next

@@ -49,6 +49,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Commands sent and not yet acknowledged (PUBACK); more wait in the store for the device's
 /// next connection.
 const MAX_INFLIGHT: usize = 64;
+/// The read and write buffers' first size. Device packets are small (a telemetry publish is
+/// about 200 bytes); a larger one grows its buffer as needed. `Framed`'s default of 8 KiB
+/// each cost 16 KiB per connection once a connection's traffic had walked through them.
+const IO_BUFFER: usize = 1024;
 /// How long a publish waits for a busy store before it is refused.
 const BUSY_RETRY_FOR: Duration = Duration::from_secs(5);
 
@@ -89,7 +93,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let max_packet = state.config.mqtt.max_packet_bytes;
-    let mut framed = Framed::new(io, Codec::new(max_packet));
+    let mut framed = framed(io, max_packet);
     let connect = match tokio::time::timeout(CONNECT_TIMEOUT, framed.next()).await {
         Ok(Some(Ok(Inbound::Connect(connect)))) => connect,
         Ok(Some(Err(CodecError::UnsupportedProtocol(level)))) => {
@@ -210,6 +214,10 @@ where
     metrics::gauge!(crate::metrics::MQTT_CONNECTIONS_ACTIVE).decrement(1.0);
     tracing::debug!(connection = %connection_id, "MQTT closed");
     // Dropping the session drops the link: the device goes offline if this was its last.
+}
+
+fn framed<IO: AsyncRead + AsyncWrite>(io: IO, max_packet: usize) -> Framed<IO, Codec> {
+    Framed::with_capacity(io, Codec::new(max_packet), IO_BUFFER)
 }
 
 fn count_connect(version: &'static str, result: &'static str) {
@@ -671,6 +679,57 @@ fn codec_end(err: &CodecError) -> End {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn small_buffers_still_take_large_packets() {
+        use rumqttc::mqttbytes::{v4, QoS};
+
+        let (server_end, client_end) = tokio::io::duplex(64 * 1024);
+        let mut server = framed(server_end, 64 * 1024);
+        assert!(server.read_buffer().capacity() <= IO_BUFFER);
+        let mut client = Framed::new(
+            client_end,
+            v4::Codec {
+                max_incoming_size: 1 << 20,
+                max_outgoing_size: 1 << 20,
+            },
+        );
+        let payload = "x".repeat(40 * 1024);
+        let mut connect = v4::Connect::new("c-1");
+        connect.set_login("dev-1", "key");
+        client.send(v4::Packet::Connect(connect)).await.unwrap();
+        let mut publish = v4::Publish::new(
+            "unhidra/devices/dev-1/results",
+            QoS::AtLeastOnce,
+            payload.clone(),
+        );
+        publish.pkid = 7;
+        client.send(v4::Packet::Publish(publish)).await.unwrap();
+        client.send(v4::Packet::PingReq).await.unwrap();
+
+        assert!(
+            matches!(server.next().await, Some(Ok(Inbound::Connect(c))) if c.client_id == "c-1")
+        );
+        match server.next().await {
+            Some(Ok(Inbound::Publish {
+                pkid, payload: got, ..
+            })) => {
+                assert_eq!(pkid, 7);
+                assert_eq!(got, payload.as_bytes());
+            }
+            other => panic!("expected the publish, got {other:?}"),
+        }
+        assert!(matches!(server.next().await, Some(Ok(Inbound::PingReq))));
+        server
+            .send(Outbound::PubAck {
+                pkid: 7,
+                reason: AckReason::Success,
+                message: None,
+            })
+            .await
+            .unwrap();
+        assert!(matches!(client.next().await, Some(Ok(v4::Packet::PubAck(a))) if a.pkid == 7));
+    }
 
     #[test]
     fn keep_alive_is_capped_and_never_off() {
