@@ -28,11 +28,18 @@ struct Server {
 }
 
 async fn spawn_server(with_mqtt: bool) -> Server {
+    spawn_server_with(with_mqtt, |_| {}).await
+}
+
+async fn spawn_server_with(with_mqtt: bool, tweak: impl FnOnce(&mut Config)) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
+    let mut config = Config {
         data_dir: dir.path().join("data"),
         ..Config::default()
     };
+    // ML workers only for the test about them.
+    config.ml.enabled = false;
+    tweak(&mut config);
     let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = api.local_addr().unwrap();
     let mqtt = if with_mqtt {
@@ -452,5 +459,133 @@ async fn a_simulated_device_over_mqtt_stores_telemetry_and_answers_commands() {
     tokio::time::timeout(Duration::from_secs(10), server.task)
         .await
         .unwrap()
+        .unwrap();
+}
+
+/// The ML worker's interpreter (`.venv-ml`, or `$UNHIDRA_TEST_ML_PYTHON`, which `.ci/run`
+/// sets and which must then exist).
+fn ml_python() -> Option<std::path::PathBuf> {
+    if let Ok(python) = std::env::var("UNHIDRA_TEST_ML_PYTHON") {
+        let python = std::path::PathBuf::from(python);
+        assert!(
+            python.exists(),
+            "UNHIDRA_TEST_ML_PYTHON={}",
+            python.display()
+        );
+        return Some(python);
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv-ml/bin/python");
+    if venv.exists() {
+        return Some(venv);
+    }
+    eprintln!("no .venv-ml (run scripts/setup-ml.sh): the anomaly test is skipped");
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_spike_becomes_an_anomaly_event_in_the_devices_channel() {
+    let Some(python) = ml_python() else { return };
+    let server = spawn_server_with(false, |c| {
+        c.ml.enabled = true;
+        c.ml.python = python;
+        c.ml.workers = 1;
+    })
+    .await;
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let password = "correct horse battery staple";
+    let credentials = json!({"username": "alice", "password": password});
+    post(
+        &client,
+        format!("{base}/api/v1/auth/register"),
+        None,
+        credentials.clone(),
+    )
+    .await;
+    let login = post(
+        &client,
+        format!("{base}/api/v1/auth/login"),
+        None,
+        credentials,
+    )
+    .await;
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let device = post(
+        &client,
+        format!("{base}/api/v1/devices"),
+        Some(&token),
+        json!({"name": "greenhouse", "kind": "sim"}),
+    )
+    .await;
+    let device_id = device["device_id"].as_str().unwrap().to_owned();
+    let key = device["api_key"].as_str().unwrap().to_owned();
+    let room = post(
+        &client,
+        format!("{base}/api/v1/channels"),
+        Some(&token),
+        json!({"name": "greenhouse", "private": true}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let linked = client
+        .put(format!("{base}/api/v1/devices/{device_id}/channel"))
+        .bearer_auth(&token)
+        .json(&json!({"channel_id": room}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(linked.status(), 204);
+
+    // Fast readings with spikes now and then (seeded: the same run every time).
+    let mut config = SimConfig::new(base.clone(), vec![key]);
+    config.telemetry_interval = Duration::from_millis(100);
+    config.anomaly_rate = 0.15;
+    config.duration = Duration::from_secs(5);
+    config.seed = 11;
+    let report = tokio::time::timeout(
+        Duration::from_secs(20),
+        run(config, CancellationToken::new()),
+    )
+    .await
+    .expect("the simulator ran past its duration")
+    .unwrap();
+    assert!(report.anomalies_injected > 0, "{report:?}");
+
+    // Scored off the acknowledgement path: the event follows shortly.
+    let mut bodies = Vec::new();
+    for _ in 0..100 {
+        let page = get(
+            &client,
+            format!("{base}/api/v1/channels/{room}/messages"),
+            &token,
+        )
+        .await;
+        bodies = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["sender"] == device_id.as_str())
+            .map(|m| m["body"].as_str().unwrap().to_owned())
+            .collect();
+        if bodies
+            .iter()
+            .any(|b| b.starts_with("anomaly in `temperature`"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.starts_with("anomaly in `temperature`")),
+        "no anomaly event among the device's messages: {bodies:?} ({report:?})"
+    );
+    server.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(15), server.task)
+        .await
+        .expect("the server did not stop")
         .unwrap();
 }
