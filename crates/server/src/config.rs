@@ -115,11 +115,12 @@ pub struct RateLimitConfig {
     pub login_per_minute: u32,
     pub register_per_hour: u32,
     pub device_register_per_hour: u32,
-    /// WebSocket handshakes per client IP.
+    /// WebSocket handshakes and MQTT connects per client IP.
     pub ws_connect_per_minute_per_ip: u32,
     /// WebSocket handshakes per user (devices are limited by IP only).
     pub ws_connect_per_minute_per_user: u32,
-    /// Frames a client may send per second on one connection.
+    /// Frames a client may send per second on one WebSocket connection; on MQTT, the pace
+    /// publishes are read at.
     pub ws_messages_per_second: u32,
 }
 

@@ -146,8 +146,13 @@ where
         id: device.device_id.clone(),
     };
     if !client_id.is_empty() {
+        // Whatever protocol version the earlier connection spoke.
+        let same_client = |agent: &str| {
+            agent.starts_with("mqtt/")
+                && agent.split_once(' ').map(|(_, id)| id) == Some(client_id.as_str())
+        };
         state.gateway.registry.close_where(
-            |c| c.principal == principal && c.user_agent.as_deref() == Some(agent.as_str()),
+            |c| c.principal == principal && c.user_agent.as_deref().is_some_and(same_client),
             Kick {
                 code: unhidra_proto::ws::close::POLICY_VIOLATION,
                 reason: TAKEN_OVER,
@@ -471,8 +476,10 @@ where
                 };
                 metrics::counter!(crate::metrics::MQTT_REFUSED, "reason" => label).increment(1);
                 if refusal.is_transient() && qos == 1 && self.version == Version::V4 {
-                    // Not acknowledged: the client still holds the message and sends it again
-                    // when it reconnects.
+                    // Not acknowledged, and closed: 3.1.1 has no other way to say "not now".
+                    // Sessions are clean, so a client library that drops unacknowledged
+                    // publishes on a new session (rumqttc does) loses this one; its
+                    // application hears of the disconnect. MQTT 5 clients get a reason code.
                     return Err(End::Close(CloseReason::ServerBusy, None));
                 }
                 let reason = match refusal.code {

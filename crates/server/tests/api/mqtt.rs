@@ -770,4 +770,13 @@ async fn a_second_connection_with_the_same_client_id_takes_over() {
         )
         .await;
     assert_eq!(ack.reason, v5::PubAckReason::Success);
+    // Whatever protocol version the new connection speaks.
+    let mut connect = v4::Connect::new("same");
+    connect.set_login(&device, &key);
+    let (_third, code) = V4::connect_with(&app, connect).await;
+    assert_eq!(code, v4::ConnectReturnCode::Success);
+    assert_eq!(
+        second.disconnected(WAIT).await,
+        v5::DisconnectReasonCode::SessionTakenOver
+    );
 }
