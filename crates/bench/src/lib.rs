@@ -6,7 +6,8 @@
 //! binary as a separate process (see [`server_process`]) and read its memory and CPU from
 //! `/proc`; so do the chat benchmarks, which first write a large history into the data dir
 //! through the store (see [`chat_corpus`]). Each drives the server over loopback and returns
-//! a report that prints as a human summary or serialises to JSON. Every loop is bounded by a count or a duration.
+//! a report that prints as a human summary or serialises to JSON. [`ml`] starts no server: it
+//! drives the Python ML workers through `unhidra-ml-bridge`, as the server does. Every loop is bounded by a count or a duration.
 
 pub mod api;
 pub mod chat_corpus;
@@ -20,6 +21,7 @@ pub mod gateway_fanout;
 pub mod gateway_idle;
 pub mod gateway_reconnect;
 pub mod login_flood;
+pub mod ml;
 pub mod procfs;
 pub mod server_process;
 pub mod stats;

@@ -12,13 +12,13 @@ use tracing_subscriber::EnvFilter;
 use unhidra_bench::cpu::{CLIENT_THREAD, SERVER_THREAD};
 use unhidra_bench::{
     chat_history, chat_throughput, device_keys, gateway_fanout, gateway_idle, gateway_reconnect,
-    login_flood, telemetry_store,
+    login_flood, ml, telemetry_store,
 };
 
 /// Benchmarks of the Unhidra server. Each starts a server on 127.0.0.1 with a fresh temporary
 /// data dir and its rate limits raised (all load comes from loopback): in-process for the HTTP
 /// benchmarks, as a separate `unhidra serve` process for the gateway and chat ones. It loads the server,
-/// prints a summary and stops it.
+/// prints a summary and stops it. `ml` starts no server, only the Python ML workers.
 #[derive(Debug, Parser)]
 #[command(name = "unhidra-bench", version)]
 struct Cli {
@@ -47,6 +47,9 @@ enum Command {
     ChatHistory(chat_history::ChatHistoryArgs),
     /// --channels active channels with a few subscribers each: messages and deliveries/s.
     ChatThroughput(chat_throughput::ChatThroughputArgs),
+    /// Calls to the Python ML workers over their Unix sockets: latency one at a time and
+    /// calls/s with many callers, for 1 and --workers workers, against in-process floors.
+    Ml(ml::MlArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -115,6 +118,11 @@ fn main() -> anyhow::Result<()> {
                 let report = chat_throughput::run(args).await?;
                 output(&report, cli.json)?;
                 chat_throughput::check(&report)
+            }
+            Command::Ml(args) => {
+                let report = ml::run(args).await?;
+                output(&report, cli.json)?;
+                ml::check(&report)
             }
         }
     });
