@@ -99,24 +99,31 @@ async fn get(client: &reqwest::Client, url: String, token: &str) -> Value {
     r.json().await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_simulated_device_stores_telemetry_and_answers_commands() {
-    let server = spawn_server(false).await;
+/// A user with one device, over REST: (client, base URL, access token, device id, key).
+struct Owner {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+    device_id: String,
+    key: String,
+}
+
+async fn owner_with_device(server: &Server, username: &str, device_name: &str) -> Owner {
     let base = format!("http://{}", server.addr);
     let client = reqwest::Client::new();
-    let password = "correct horse battery staple";
+    let credentials = json!({"username": username, "password": "correct horse battery staple"});
     post(
         &client,
         format!("{base}/api/v1/auth/register"),
         None,
-        json!({"username": "alice", "password": password}),
+        credentials.clone(),
     )
     .await;
     let login = post(
         &client,
         format!("{base}/api/v1/auth/login"),
         None,
-        json!({"username": "alice", "password": password}),
+        credentials,
     )
     .await;
     let token = login["access_token"].as_str().unwrap().to_owned();
@@ -124,11 +131,28 @@ async fn a_simulated_device_stores_telemetry_and_answers_commands() {
         &client,
         format!("{base}/api/v1/devices"),
         Some(&token),
-        json!({"name": "sim-1", "kind": "sim"}),
+        json!({"name": device_name, "kind": "sim"}),
     )
     .await;
-    let device_id = device["device_id"].as_str().unwrap().to_owned();
-    let key = device["api_key"].as_str().unwrap().to_owned();
+    Owner {
+        device_id: device["device_id"].as_str().unwrap().to_owned(),
+        key: device["api_key"].as_str().unwrap().to_owned(),
+        client,
+        base,
+        token,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_device_stores_telemetry_and_answers_commands() {
+    let server = spawn_server(false).await;
+    let Owner {
+        client,
+        base,
+        token,
+        device_id,
+        key,
+    } = owner_with_device(&server, "alice", "sim-1").await;
     let commands = format!("{base}/api/v1/devices/{device_id}/commands");
 
     // Queued while the device is offline: delivered when it connects.
@@ -273,33 +297,13 @@ async fn completed(client: &reqwest::Client, url: String, token: &str) -> Value 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulated_device_over_mqtt_stores_telemetry_and_answers_commands() {
     let server = spawn_server(true).await;
-    let base = format!("http://{}", server.addr);
-    let client = reqwest::Client::new();
-    let password = "correct horse battery staple";
-    post(
-        &client,
-        format!("{base}/api/v1/auth/register"),
-        None,
-        json!({"username": "bob", "password": password}),
-    )
-    .await;
-    let login = post(
-        &client,
-        format!("{base}/api/v1/auth/login"),
-        None,
-        json!({"username": "bob", "password": password}),
-    )
-    .await;
-    let token = login["access_token"].as_str().unwrap().to_owned();
-    let device = post(
-        &client,
-        format!("{base}/api/v1/devices"),
-        Some(&token),
-        json!({"name": "sim-mqtt-1", "kind": "sim"}),
-    )
-    .await;
-    let device_id = device["device_id"].as_str().unwrap().to_owned();
-    let key = device["api_key"].as_str().unwrap().to_owned();
+    let Owner {
+        client,
+        base,
+        token,
+        device_id,
+        key,
+    } = owner_with_device(&server, "bob", "sim-mqtt-1").await;
     let commands = format!("{base}/api/v1/devices/{device_id}/commands");
     let device_url = format!("{base}/api/v1/devices/{device_id}");
 
@@ -491,34 +495,13 @@ async fn a_simulated_spike_becomes_an_anomaly_event_in_the_devices_channel() {
         c.ml.workers = 1;
     })
     .await;
-    let base = format!("http://{}", server.addr);
-    let client = reqwest::Client::new();
-    let password = "correct horse battery staple";
-    let credentials = json!({"username": "alice", "password": password});
-    post(
-        &client,
-        format!("{base}/api/v1/auth/register"),
-        None,
-        credentials.clone(),
-    )
-    .await;
-    let login = post(
-        &client,
-        format!("{base}/api/v1/auth/login"),
-        None,
-        credentials,
-    )
-    .await;
-    let token = login["access_token"].as_str().unwrap().to_owned();
-    let device = post(
-        &client,
-        format!("{base}/api/v1/devices"),
-        Some(&token),
-        json!({"name": "greenhouse", "kind": "sim"}),
-    )
-    .await;
-    let device_id = device["device_id"].as_str().unwrap().to_owned();
-    let key = device["api_key"].as_str().unwrap().to_owned();
+    let Owner {
+        client,
+        base,
+        token,
+        device_id,
+        key,
+    } = owner_with_device(&server, "alice", "greenhouse").await;
     let room = post(
         &client,
         format!("{base}/api/v1/channels"),
