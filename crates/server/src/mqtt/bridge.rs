@@ -73,7 +73,10 @@ pub fn options(url: &str) -> Result<MqttOptions, BridgeError> {
     let mut options = MqttOptions::new(client_id, host, port);
     if !parsed.username().is_empty() {
         let decode = |s: &str| {
-            percent_decode(s).map_err(|_| BridgeError::Url("credentials are not UTF-8".to_owned()))
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|decoded| decoded.into_owned())
+                .map_err(|_| BridgeError::Url("credentials are not UTF-8".to_owned()))
         };
         options.set_credentials(
             decode(parsed.username())?,
@@ -89,31 +92,6 @@ pub fn options(url: &str) -> Result<MqttOptions, BridgeError> {
     options.set_keep_alive(Duration::from_secs(30));
     options.set_clean_session(true);
     Ok(options)
-}
-
-/// `%XX` escapes of a URL's user-info, decoded.
-fn percent_decode(s: &str) -> Result<String, std::string::FromUtf8Error> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let escaped = (b == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out)
 }
 
 /// rustls with the `ring` provider and the system's roots.
