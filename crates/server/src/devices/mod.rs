@@ -26,6 +26,9 @@ use crate::http::extract::AuthDevice;
 
 pub use unhidra_tokens::opaque::DEVICE_KEY_PREFIX;
 
+/// The reason a revoked device's live connections are closed with.
+pub const REVOKED: &str = "device revoked";
+
 /// Why a device key was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceAuthError {

@@ -222,7 +222,7 @@ pub async fn revoke(
         &id,
         Kick {
             code: close::POLICY_VIOLATION,
-            reason: "device revoked",
+            reason: crate::devices::REVOKED,
         },
     );
     state

@@ -74,7 +74,10 @@ pub enum Inbound {
     Disconnect {
         with_will: bool,
     },
-    /// A packet this server does not take (QoS 2 flows, AUTH, answers only servers send).
+    /// A packet of the QoS 2 flow (PUBREC, PUBREL, PUBCOMP): QoS 2 is not offered.
+    QosTwo,
+    /// A packet this server does not take (AUTH, a second CONNECT, answers only servers
+    /// send).
     Unsupported(&'static str),
 }
 
@@ -350,9 +353,7 @@ fn from_v4(packet: v4::Packet) -> Inbound {
         },
         v4::Packet::PingReq => Inbound::PingReq,
         v4::Packet::Disconnect => Inbound::Disconnect { with_will: false },
-        v4::Packet::PubRec(_) | v4::Packet::PubRel(_) | v4::Packet::PubComp(_) => {
-            Inbound::Unsupported("QoS 2")
-        }
+        v4::Packet::PubRec(_) | v4::Packet::PubRel(_) | v4::Packet::PubComp(_) => Inbound::QosTwo,
         v4::Packet::ConnAck(_)
         | v4::Packet::SubAck(_)
         | v4::Packet::UnsubAck(_)
@@ -397,9 +398,7 @@ fn from_v5(packet: v5::Packet) -> Inbound {
             with_will: d.reason_code == v5::DisconnectReasonCode::DisconnectWithWillMessage,
         },
         v5::Packet::Auth(_) => Inbound::Unsupported("AUTH (enhanced authentication)"),
-        v5::Packet::PubRec(_) | v5::Packet::PubRel(_) | v5::Packet::PubComp(_) => {
-            Inbound::Unsupported("QoS 2")
-        }
+        v5::Packet::PubRec(_) | v5::Packet::PubRel(_) | v5::Packet::PubComp(_) => Inbound::QosTwo,
         v5::Packet::ConnAck(_)
         | v5::Packet::SubAck(_)
         | v5::Packet::UnsubAck(_)

@@ -383,14 +383,11 @@ where
                 CloseReason::ProtocolError,
                 Some("a second CONNECT".to_owned()),
             )),
-            Inbound::Unsupported(what) => {
-                let reason = if what == "QoS 2" {
-                    CloseReason::QosNotSupported
-                } else {
-                    CloseReason::ProtocolError
-                };
-                Err(End::Close(reason, Some(format!("{what} is not supported"))))
-            }
+            Inbound::QosTwo => Err(qos_two()),
+            Inbound::Unsupported(what) => Err(End::Close(
+                CloseReason::ProtocolError,
+                Some(format!("{what} is not supported")),
+            )),
         }
     }
 
@@ -411,10 +408,7 @@ where
         payload: Bytes,
     ) -> Result<(), End> {
         if qos > 1 {
-            return Err(End::Close(
-                CloseReason::QosNotSupported,
-                Some("QoS 2 is not supported; use QoS 0 or 1".to_owned()),
-            ));
+            return Err(qos_two());
         }
         if retain && self.version == Version::V5 {
             return Err(End::Close(
@@ -659,10 +653,18 @@ async fn next_command(
     }
 }
 
+/// QoS 2, in a PUBLISH or its flow's packets: not offered (CONNACK says maximum QoS 1).
+fn qos_two() -> End {
+    End::Close(
+        CloseReason::QosNotSupported,
+        Some("QoS 2 is not supported; use QoS 0 or 1".to_owned()),
+    )
+}
+
 fn kick_end(kick: &Kick) -> End {
     let reason = if kick.reason == TAKEN_OVER {
         CloseReason::SessionTakenOver
-    } else if kick.reason.contains("revoked") {
+    } else if kick.reason == crate::devices::REVOKED {
         CloseReason::NotAuthorized
     } else {
         CloseReason::AdministrativeAction
