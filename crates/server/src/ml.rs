@@ -125,6 +125,11 @@ impl AnomalyFeed {
         Self { readings: None }
     }
 
+    /// Whether offered points are scored (ML running and `ml.anomaly` on).
+    pub fn is_on(&self) -> bool {
+        self.readings.is_some()
+    }
+
     /// Offers stored points; never waits.
     pub fn offer(&self, points: &[TelemetryPoint]) {
         let Some(readings) = &self.readings else {

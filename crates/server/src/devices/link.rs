@@ -92,7 +92,7 @@ impl DeviceLink {
                 value,
             })
             .collect();
-        let scored = self.state.ml.is_some().then(|| points.clone());
+        let scored = self.state.anomalies.is_on().then(|| points.clone());
         match self.state.telemetry.store(points).await {
             Ok(()) => {
                 metrics::counter!(crate::metrics::GATEWAY_TELEMETRY_POINTS).increment(count);
