@@ -368,7 +368,7 @@ impl Config {
             return fail("ml.request_timeout_ms must be at least 10");
         }
         if let Some(url) = &self.mqtt.bridge {
-            if let Err(err) = crate::mqtt::bridge::options(url) {
+            if let Err(err) = crate::mqtt::bridge::check(url) {
                 return Err(ConfigError(err.to_string()));
             }
         }

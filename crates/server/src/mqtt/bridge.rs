@@ -47,9 +47,26 @@ pub enum BridgeError {
     Url(String),
 }
 
-/// Checks the broker URL and builds the client options (done at start, so a typo stops the
-/// server instead of failing in the background).
+/// Checks the broker URL (what `Config::validate` asks; reads no files).
+pub fn check(url: &str) -> Result<(), BridgeError> {
+    parse(url).map(|_| ())
+}
+
+/// Checks the broker URL and builds the client options, with the system's roots for
+/// `mqtts://` (done at start, so a typo stops the server instead of failing in the
+/// background).
 pub fn options(url: &str) -> Result<MqttOptions, BridgeError> {
+    let (mut options, tls) = parse(url)?;
+    if tls {
+        options.set_transport(Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(Arc::new(client_tls()?)),
+        ));
+    }
+    Ok(options)
+}
+
+/// The options a URL gives, and whether it asks for TLS.
+fn parse(url: &str) -> Result<(MqttOptions, bool), BridgeError> {
     let parsed = url::Url::parse(url).map_err(|err| BridgeError::Url(err.to_string()))?;
     let (tls, default_port) = match parsed.scheme() {
         "mqtt" | "tcp" => (false, 1883),
@@ -83,15 +100,10 @@ pub fn options(url: &str) -> Result<MqttOptions, BridgeError> {
             decode(parsed.password().unwrap_or_default())?,
         );
     }
-    if tls {
-        options.set_transport(Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(Arc::new(client_tls()?)),
-        ));
-    }
     options.set_manual_acks(true);
     options.set_keep_alive(Duration::from_secs(30));
     options.set_clean_session(true);
-    Ok(options)
+    Ok((options, tls))
 }
 
 /// rustls with the `ring` provider and the system's roots.
