@@ -466,29 +466,13 @@ async fn a_simulated_device_over_mqtt_stores_telemetry_and_answers_commands() {
         .unwrap();
 }
 
-/// The ML worker's interpreter (`.venv-ml`, or `$UNHIDRA_TEST_ML_PYTHON`, which `.ci/run`
-/// sets and which must then exist).
-fn ml_python() -> Option<std::path::PathBuf> {
-    if let Ok(python) = std::env::var("UNHIDRA_TEST_ML_PYTHON") {
-        let python = std::path::PathBuf::from(python);
-        assert!(
-            python.exists(),
-            "UNHIDRA_TEST_ML_PYTHON={}",
-            python.display()
-        );
-        return Some(python);
-    }
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv-ml/bin/python");
-    if venv.exists() {
-        return Some(venv);
-    }
-    eprintln!("no .venv-ml (run scripts/setup-ml.sh): the anomaly test is skipped");
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(unhidra_ml),
+    ignore = "needs UNHIDRA_TEST_ML_PYTHON: the ML worker's venv (scripts/setup-ml.sh makes .venv-ml)"
+)]
 async fn a_simulated_spike_becomes_an_anomaly_event_in_the_devices_channel() {
-    let Some(python) = ml_python() else { return };
+    let python = unhidra_test_gates::ml_python();
     let server = spawn_server_with(false, |c| {
         c.ml.enabled = true;
         c.ml.python = python;

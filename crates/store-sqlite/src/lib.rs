@@ -479,11 +479,18 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn session_is_live(&self, session_id: &str, now: OffsetDateTime) -> Result<bool> {
+    async fn session_is_live(
+        &self,
+        session_id: &str,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
         let row: Option<(i64,)> = sqlx::query_as(
-            "SELECT 1 FROM sessions WHERE id = ? AND revoked_at IS NULL AND expires_at > ?",
+            "SELECT 1 FROM sessions
+             WHERE id = ? AND user_id = ? AND revoked_at IS NULL AND expires_at > ?",
         )
         .bind(session_id)
+        .bind(user_id)
         .bind(ms(now))
         .fetch_optional(&self.reader)
         .await

@@ -53,8 +53,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<SessionRef>>;
     /// Revokes every live session of a user; returns how many were revoked.
     async fn revoke_user_sessions(&self, user_id: &str, now: OffsetDateTime) -> Result<u64>;
-    /// Whether the session exists, is not revoked and has not expired.
-    async fn session_is_live(&self, session_id: &str, now: OffsetDateTime) -> Result<bool>;
+    /// Whether the session exists, belongs to `user_id`, is not revoked and has not expired.
+    async fn session_is_live(
+        &self,
+        session_id: &str,
+        user_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool>;
 
     // ---- devices ----
     async fn create_device(&self, device: NewDevice) -> Result<Device>;

@@ -23,6 +23,7 @@ macro_rules! store_testsuite {
             users_are_created_and_found,
             usernames_are_unique,
             refresh_tokens_rotate_within_a_family,
+            a_session_is_live_only_for_its_own_user,
             reusing_a_rotated_token_revokes_the_family,
             concurrent_rotation_lets_only_one_win,
             expired_sessions_are_dead,
@@ -148,6 +149,17 @@ pub async fn usernames_are_unique(store: &dyn Store) {
     assert_eq!(store.count_users().await.unwrap(), 1);
 }
 
+/// A live session presented with another user's id (or an id that names nobody) is not live:
+/// an access token's `sid` and `sub` must agree.
+pub async fn a_session_is_live_only_for_its_own_user(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let sid = session(store, &alice, b"t1").await;
+    assert!(store.session_is_live(&sid, &alice.id, t0()).await.unwrap());
+    assert!(!store.session_is_live(&sid, &bob.id, t0()).await.unwrap());
+    assert!(!store.session_is_live(&sid, "nobody", t0()).await.unwrap());
+}
+
 pub async fn refresh_tokens_rotate_within_a_family(store: &dyn Store) {
     let alice = user(store, "alice").await;
     let sid = session(store, &alice, b"t1").await;
@@ -155,7 +167,7 @@ pub async fn refresh_tokens_rotate_within_a_family(store: &dyn Store) {
         session_id: sid.clone(),
         user_id: alice.id.clone(),
     };
-    assert!(store.session_is_live(&sid, t0()).await.unwrap());
+    assert!(store.session_is_live(&sid, &alice.id, t0()).await.unwrap());
     let out = store
         .rotate_refresh_token(b"t1", next(b"t2"), t0())
         .await
@@ -173,7 +185,7 @@ pub async fn refresh_tokens_rotate_within_a_family(store: &dyn Store) {
             .unwrap(),
         RotateOutcome::Unknown
     );
-    assert!(store.session_is_live(&sid, t0()).await.unwrap());
+    assert!(store.session_is_live(&sid, &alice.id, t0()).await.unwrap());
 }
 
 pub async fn reusing_a_rotated_token_revokes_the_family(store: &dyn Store) {
@@ -195,7 +207,7 @@ pub async fn reusing_a_rotated_token_revokes_the_family(store: &dyn Store) {
             .unwrap(),
         RotateOutcome::Reused(r.clone())
     );
-    assert!(!store.session_is_live(&sid, t0()).await.unwrap());
+    assert!(!store.session_is_live(&sid, &alice.id, t0()).await.unwrap());
     assert_eq!(
         store
             .rotate_refresh_token(b"t2", next(b"x2"), t0())
@@ -235,7 +247,7 @@ pub async fn expired_sessions_are_dead(store: &dyn Store) {
     let alice = user(store, "alice").await;
     let sid = session(store, &alice, b"t1").await;
     let later = t0() + Duration::days(31);
-    assert!(!store.session_is_live(&sid, later).await.unwrap());
+    assert!(!store.session_is_live(&sid, &alice.id, later).await.unwrap());
     assert!(matches!(
         store
             .rotate_refresh_token(b"t1", next(b"t2"), later)
@@ -258,8 +270,8 @@ pub async fn sessions_are_revoked_by_token_and_by_user(store: &dyn Store) {
             user_id: alice.id.clone()
         })
     );
-    assert!(!store.session_is_live(&s1, t0()).await.unwrap());
-    assert!(store.session_is_live(&s2, t0()).await.unwrap());
+    assert!(!store.session_is_live(&s1, &alice.id, t0()).await.unwrap());
+    assert!(store.session_is_live(&s2, &alice.id, t0()).await.unwrap());
     // Revoking again reports nothing live.
     assert_eq!(
         store.revoke_session_by_token(b"a1", t0()).await.unwrap(),
@@ -273,9 +285,12 @@ pub async fn sessions_are_revoked_by_token_and_by_user(store: &dyn Store) {
         store.revoke_user_sessions(&alice.id, t0()).await.unwrap(),
         2
     );
-    assert!(!store.session_is_live(&s2, t0()).await.unwrap());
-    assert!(!store.session_is_live(&s3, t0()).await.unwrap());
-    assert!(!store.session_is_live("unknown", t0()).await.unwrap());
+    assert!(!store.session_is_live(&s2, &alice.id, t0()).await.unwrap());
+    assert!(!store.session_is_live(&s3, &alice.id, t0()).await.unwrap());
+    assert!(!store
+        .session_is_live("unknown", &alice.id, t0())
+        .await
+        .unwrap());
 }
 
 fn new_device(owner: &User, name: &str, key_id: &str) -> NewDevice {

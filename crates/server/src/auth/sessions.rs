@@ -79,7 +79,9 @@ pub enum TokenCheck {
 
 /// Checks an access token for both the REST extractor and the WebSocket handshake: the
 /// signature and claims at the clock's time, then that its session is still live (so logout
-/// and refresh-token reuse take effect at once). `Err` is a store failure, not a refusal.
+/// and refresh-token reuse take effect at once) and belongs to the token's subject (a token
+/// naming one user with another's session is refused). `Err` is a store failure, not a
+/// refusal.
 pub async fn check_access_token(state: &AppState, token: &str) -> Result<TokenCheck, ApiError> {
     let now = state.clock.now();
     let claims = match state.tokens.verify(token, now) {
@@ -91,7 +93,11 @@ pub async fn check_access_token(state: &AppState, token: &str) -> Result<TokenCh
             })
         }
     };
-    if !state.store.session_is_live(&claims.sid, now).await? {
+    if !state
+        .store
+        .session_is_live(&claims.sid, &claims.sub, now)
+        .await?
+    {
         return Ok(TokenCheck::Refused {
             reason: "session_ended",
             error: ApiError::unauthorized("the session has ended; log in again"),

@@ -1,10 +1,10 @@
 //! The ML sidecar at work in the server, with real Python workers (`python -m unhidra_ml`
 //! from the `.venv-ml` that `scripts/setup-ml.sh` makes, or `$UNHIDRA_TEST_ML_PYTHON`, which
 //! `.ci/run` sets and which must then work): anomalies in telemetry become device events, and
-//! message moderation flags or holds. Without a worker the tests say so and pass; the server
-//! running without ML is tested either way.
+//! message moderation flags or holds. Without the variable those tests are reported as ignored
+//! (see `unhidra-test-gates`); the server running without ML is tested either way.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{json, Value};
 use unhidra_server::config::ModerationMode;
@@ -13,24 +13,6 @@ use crate::helpers::*;
 use crate::ws::{channel, connect, next, next_of, publish, send, subscribe, user_ws};
 
 const ABUSIVE: &str = "you are a fucking idiot and a piece of shit";
-
-fn python() -> Option<PathBuf> {
-    if let Ok(python) = std::env::var("UNHIDRA_TEST_ML_PYTHON") {
-        let python = PathBuf::from(python);
-        assert!(
-            python.exists(),
-            "UNHIDRA_TEST_ML_PYTHON={} does not exist",
-            python.display()
-        );
-        return Some(python);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv-ml/bin/python");
-    if venv.exists() {
-        return Some(venv);
-    }
-    eprintln!("no .venv-ml (run scripts/setup-ml.sh): the ML tests are skipped");
-    None
-}
 
 async fn ml_app(python: PathBuf, moderation: ModerationMode) -> TestApp {
     spawn_app_with(move |c| {
@@ -82,8 +64,12 @@ async fn room(app: &TestApp) -> Room {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(unhidra_ml),
+    ignore = "needs UNHIDRA_TEST_ML_PYTHON: the ML worker's venv (scripts/setup-ml.sh makes .venv-ml)"
+)]
 async fn a_telemetry_spike_becomes_an_anomaly_event_in_the_devices_channel() {
-    let Some(python) = python() else { return };
+    let python = unhidra_test_gates::ml_python();
     let app = ml_app(python, ModerationMode::Off).await;
     let alice = app.user("alice").await;
     let (device, key) = app.device(&alice, "boiler").await;
@@ -129,8 +115,12 @@ async fn a_telemetry_spike_becomes_an_anomaly_event_in_the_devices_channel() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(unhidra_ml),
+    ignore = "needs UNHIDRA_TEST_ML_PYTHON: the ML worker's venv (scripts/setup-ml.sh makes .venv-ml)"
+)]
 async fn flag_mode_sends_flagged_messages_with_their_reasons_and_lists_them() {
-    let Some(python) = python() else { return };
+    let python = unhidra_test_gates::ml_python();
     let app = ml_app(python, ModerationMode::Flag).await;
     let root = admin(&app).await;
     let Room {
@@ -167,8 +157,12 @@ async fn flag_mode_sends_flagged_messages_with_their_reasons_and_lists_them() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(unhidra_ml),
+    ignore = "needs UNHIDRA_TEST_ML_PYTHON: the ML worker's venv (scripts/setup-ml.sh makes .venv-ml)"
+)]
 async fn hold_mode_keeps_a_flagged_message_out_until_released_or_rejected() {
-    let Some(python) = python() else { return };
+    let python = unhidra_test_gates::ml_python();
     let app = ml_app(python, ModerationMode::Hold).await;
     let root = admin(&app).await;
     let Room {

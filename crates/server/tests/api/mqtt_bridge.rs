@@ -1,7 +1,7 @@
 //! The MQTT bridge against a real broker: the Mosquitto at `UNHIDRA_TEST_MQTT_URL`
 //! (`.ci/run` sets it to the machine's `mqtt://127.0.0.1:1883`). Without the variable the
-//! test says so and passes, because the default build needs no outside service; with it,
-//! a broker that is not there fails the test.
+//! tests are reported as ignored (see `unhidra-test-gates`), because the default build needs
+//! no outside service; with it, a broker that is not there fails them.
 //!
 //! The device is a `rumqttc` client connected to the broker, not to Unhidra: its telemetry,
 //! status and command results reach the server only through the bridge.
@@ -17,20 +17,14 @@ use crate::helpers::*;
 use crate::ws::next_of;
 use crate::ws::user_ws;
 
-fn broker() -> Option<(String, u16, String)> {
-    let url = match std::env::var("UNHIDRA_TEST_MQTT_URL") {
-        Ok(url) => url,
-        Err(_) => {
-            eprintln!("UNHIDRA_TEST_MQTT_URL is not set: the MQTT bridge test is skipped");
-            return None;
-        }
-    };
+fn broker() -> (String, u16, String) {
+    let url = unhidra_test_gates::mqtt_url();
     let parsed = url::Url::parse(&url).expect("UNHIDRA_TEST_MQTT_URL is not a URL");
     let host = parsed
         .host_str()
         .expect("no host in UNHIDRA_TEST_MQTT_URL")
         .to_owned();
-    Some((host, parsed.port().unwrap_or(1883), url))
+    (host, parsed.port().unwrap_or(1883), url)
 }
 
 fn topic(device: &str, kind: &str) -> String {
@@ -106,10 +100,12 @@ async fn send_until_stored(
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(unhidra_mqtt_broker),
+    ignore = "needs UNHIDRA_TEST_MQTT_URL: a running MQTT broker such as Mosquitto"
+)]
 async fn the_bridge_routes_a_brokers_device_both_ways() {
-    let Some((host, port, url)) = broker() else {
-        return;
-    };
+    let (host, port, url) = broker();
     let app = spawn_app_with(|c| {
         c.rate_limits.register_per_hour = 1000;
         c.rate_limits.login_per_minute = 1000;
@@ -172,10 +168,12 @@ async fn the_bridge_routes_a_brokers_device_both_ways() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(unhidra_mqtt_broker),
+    ignore = "needs UNHIDRA_TEST_MQTT_URL: a running MQTT broker such as Mosquitto"
+)]
 async fn the_bridge_refuses_revoked_and_unknown_devices() {
-    let Some((host, port, url)) = broker() else {
-        return;
-    };
+    let (host, port, url) = broker();
     let app = spawn_app_with(|c| {
         c.rate_limits.register_per_hour = 1000;
         c.rate_limits.login_per_minute = 1000;

@@ -222,3 +222,28 @@ async fn jwks_publishes_the_verification_key_only() {
     assert_eq!(keys[0]["alg"], "EdDSA");
     assert!(keys[0].get("d").is_none());
 }
+
+/// A token's session must belong to its subject: `sub` = bob with alice's live `sid` is not
+/// bob, and a `sub` naming nobody with a live `sid` is nobody — on REST and on `/ws` alike.
+#[tokio::test]
+async fn a_live_session_under_another_subject_is_refused_on_rest_and_websocket() {
+    let (app, mallory, forge) = setup().await;
+    let bob = app.user("bob").await;
+    for sub in [json!(bob.id), json!("0190a5b2-0000-7000-8000-000000000000")] {
+        let token = forge.sign(&forge.with("sub", sub.clone()));
+        refused(&app, &token).await;
+        let bearer = format!("bearer.{token}");
+        assert_eq!(
+            crate::ws::refused_with(&app, &["unhidra.v1", &bearer], &[]).await,
+            401,
+            "sub {sub} with another user's session was welcomed on /ws"
+        );
+    }
+    // The control: mallory's own subject with mallory's session still works on both.
+    let token = forge.sign(&forge.with("sub", json!(mallory.id)));
+    assert_eq!(
+        app.get_as(&token, "/api/v1/me").await.status(),
+        StatusCode::OK
+    );
+    crate::ws::connect(&app, &format!("bearer.{token}")).await;
+}
