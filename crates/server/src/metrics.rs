@@ -7,6 +7,11 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+/// Open connections per listener (`api`, `metrics`, `mqtt`), from accept to close.
+pub const CONNECTIONS_OPEN: &str = "connections_open";
+/// Connections closed at once because a limit was reached (`reason`: `server_full`,
+/// `per_address`).
+pub const CONNECTIONS_REFUSED: &str = "connections_refused_total";
 pub const HTTP_REQUEST_DURATION: &str = "http_request_duration_seconds";
 pub const LOGIN_ATTEMPTS: &str = "auth_login_attempts_total";
 pub const PASSWORD_HASH_DURATION: &str = "auth_password_hash_duration_seconds";

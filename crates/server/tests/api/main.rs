@@ -12,6 +12,7 @@ mod helpers;
 mod accounts;
 mod chat;
 mod commands;
+mod connections;
 mod devices;
 mod edge;
 mod events;
