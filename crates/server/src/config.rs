@@ -90,9 +90,11 @@ pub struct ConnectionsConfig {
     /// files and ML workers (see `docs/operations.md` for raising the limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_open: Option<usize>,
-    /// Connections open at once from one client address (IPv6 by /64), never more than half
-    /// of `max_open`. Addresses in `trusted_proxies` are not capped.
-    pub max_per_ip: usize,
+    /// Connections open at once from one client address (IPv6 by /64). Unset: 1,000, or half
+    /// of `max_open` if that is less, so that one address never takes everything. Addresses
+    /// in `trusted_proxies` are not capped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_per_ip: Option<usize>,
     /// A connection must send a complete HTTP request head within this many seconds of
     /// opening, and of its previous response (so it also ends idle keep-alive connections).
     pub header_timeout_secs: u32,
@@ -105,7 +107,7 @@ impl Default for ConnectionsConfig {
     fn default() -> Self {
         Self {
             max_open: None,
-            max_per_ip: 1000,
+            max_per_ip: None,
             header_timeout_secs: 10,
             send_timeout_secs: 30,
         }
@@ -352,7 +354,7 @@ impl Config {
             return fail("max_body_bytes must be at least 1024");
         }
         let conns = &self.connections;
-        if conns.max_open.is_some_and(|n| n < 2) || conns.max_per_ip == 0 {
+        if conns.max_open.is_some_and(|n| n < 2) || conns.max_per_ip == Some(0) {
             return fail("connections.max_open must be at least 2 and max_per_ip at least 1");
         }
         if conns.header_timeout_secs == 0 || conns.send_timeout_secs == 0 {

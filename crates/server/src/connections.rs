@@ -46,6 +46,8 @@ use crate::metrics::{CONNECTIONS_OPEN, CONNECTIONS_REFUSED};
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Descriptors kept out of `max_open` by default, for the database, files and ML workers.
 pub const RESERVED_DESCRIPTORS: usize = 256;
+/// `max_per_ip` by default (or half of `max_open`, if less).
+pub const DEFAULT_MAX_PER_IP: usize = 1000;
 
 /// Why a connection was closed at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,11 +91,15 @@ impl ConnectionLimits {
         Self::with(max_open, config.max_per_ip, trusted_proxies)
     }
 
-    fn with(max_open: usize, max_per_ip: usize, exempt: &[IpNet]) -> Self {
+    fn with(max_open: usize, max_per_ip: Option<usize>, exempt: &[IpNet]) -> Self {
+        let max_open = max_open.max(2);
         Self {
-            max_open: max_open.max(2),
-            // One address never takes more than half of everything.
-            max_per_ip: max_per_ip.clamp(1, (max_open / 2).max(1)),
+            max_open,
+            max_per_ip: match max_per_ip {
+                Some(n) => n.clamp(1, max_open),
+                // By default one address never takes more than half of everything.
+                None => DEFAULT_MAX_PER_IP.min(max_open / 2),
+            },
             exempt: exempt.to_vec(),
             counts: Mutex::default(),
         }
@@ -462,7 +468,7 @@ mod tests {
 
     #[test]
     fn each_address_is_capped_and_the_total_too() {
-        let limits = Arc::new(ConnectionLimits::with(5, 2, &[]));
+        let limits = Arc::new(ConnectionLimits::with(5, Some(2), &[]));
         let a1 = limits.admit(ip("10.0.0.1"), "api");
         let a2 = limits.admit(ip("10.0.0.1"), "api");
         assert!(a1.is_ok() && a2.is_ok());
@@ -487,10 +493,16 @@ mod tests {
     }
 
     #[test]
-    fn one_address_never_gets_more_than_half_and_proxies_are_not_capped() {
+    fn by_default_one_address_gets_at_most_half_and_proxies_are_not_capped() {
         let proxy: IpNet = "192.0.2.0/24".parse().unwrap_or_else(|_| unreachable!());
-        let limits = Arc::new(ConnectionLimits::with(10, 1000, &[proxy]));
+        let limits = Arc::new(ConnectionLimits::with(10, None, &[proxy]));
         assert_eq!(limits.max_per_ip(), 5);
+        assert_eq!(
+            ConnectionLimits::with(100_000, None, &[]).max_per_ip(),
+            1000
+        );
+        // Set explicitly, it is honoured (a load generator on one host needs it).
+        assert_eq!(ConnectionLimits::with(10, Some(8), &[]).max_per_ip(), 8);
         let held: Vec<_> = (0..8)
             .map(|_| limits.admit(ip("192.0.2.7"), "api"))
             .collect();
@@ -499,7 +511,7 @@ mod tests {
 
     #[test]
     fn ipv6_clients_are_counted_by_their_64() {
-        let limits = Arc::new(ConnectionLimits::with(100, 1, &[]));
+        let limits = Arc::new(ConnectionLimits::with(100, Some(1), &[]));
         let _first = limits.admit(ip("2001:db8::1"), "api");
         assert_eq!(
             limits.admit(ip("2001:db8::2"), "api").err(),
@@ -511,7 +523,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_write_that_makes_no_progress_times_out_and_the_place_is_given_back() {
         use tokio::io::AsyncWriteExt;
-        let limits = Arc::new(ConnectionLimits::with(10, 10, &[]));
+        let limits = Arc::new(ConnectionLimits::with(10, Some(10), &[]));
         let admitted = limits
             .admit(ip("10.0.0.1"), "api")
             .unwrap_or_else(|_| unreachable!());

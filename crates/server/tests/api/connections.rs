@@ -103,7 +103,7 @@ async fn silent_partial_and_idle_connections_are_closed_after_the_header_timeout
 #[tokio::test]
 async fn one_address_is_capped_and_others_are_still_answered() {
     let app = spawn_app_with(|c| {
-        c.connections.max_per_ip = 3;
+        c.connections.max_per_ip = Some(3);
         c.connections.header_timeout_secs = 60;
     })
     .await;
@@ -150,7 +150,7 @@ async fn one_address_is_capped_and_others_are_still_answered() {
 #[tokio::test]
 async fn an_upgraded_websocket_outlives_the_header_timeout_and_keeps_its_place() {
     let app = spawn_app_with(|c| {
-        c.connections.max_per_ip = 2;
+        c.connections.max_per_ip = Some(2);
         c.connections.header_timeout_secs = 1;
         c.rate_limits.login_per_minute = 100;
         c.rate_limits.register_per_hour = 100;
