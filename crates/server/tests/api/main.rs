@@ -24,3 +24,4 @@ mod telemetry;
 mod tls;
 mod tokens;
 mod ws;
+mod ws_protocol;
