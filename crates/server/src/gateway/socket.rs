@@ -125,10 +125,18 @@ pub fn violation(err: &WsError) -> Option<Violation> {
     }
 }
 
+/// How long a connection stays open after our Close when the peer's reply cannot be read
+/// (the read side ended with a violation). Dropping a socket with unread input resets the
+/// connection, and a reset can make the peer discard our Close before reading it; this
+/// gives the peer time to read it (well under the 1 s peers such as Autobahn wait for the
+/// server to close).
+const LINGER: Duration = Duration::from_millis(200);
+
 /// Sends a Close frame with `code` and `reason`, then reads (and discards) until the
 /// peer's Close, so the socket is not reset under our frame while the peer still sends.
 /// Each step is bounded: the write by `write_timeout`, the wait by the same (at most 2 s).
-/// After a violation the stream has ended, and the wait returns at once.
+/// When the stream has ended (after a violation, or the peer left) there is nothing to
+/// read: the connection is held for [`LINGER`] instead.
 pub async fn close<S, R, E>(
     sink: &mut S,
     stream: &mut R,
@@ -151,9 +159,10 @@ pub async fn close<S, R, E>(
     let drain = async {
         while let Some(Ok(frame)) = stream.next().await {
             if matches!(frame, Message::Close(_)) {
-                break;
+                return;
             }
         }
+        tokio::time::sleep(LINGER).await;
     };
     let _ = tokio::time::timeout(write_timeout.min(Duration::from_secs(2)), drain).await;
 }

@@ -230,3 +230,25 @@ async fn pings_in_the_middle_of_a_fragmented_message_are_answered() {
     send(&mut ws, serde_json::json!({"type": "ping"})).await;
     assert_eq!(next(&mut ws).await["type"], "pong");
 }
+
+#[tokio::test]
+async fn a_client_still_writing_after_its_violation_is_not_reset_before_the_close() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let mut ws = user_ws(&app, &alice).await;
+    // A client sends a bad frame, then keeps writing for a moment before it reads (as
+    // Autobahn's case 3.3 does). Had the server dropped the socket at once, the kernel
+    // would answer the first write with a reset and fail the second, and a client that
+    // tears down on a failed write (Twisted does) never reads the Close frame. The server
+    // holds the connection briefly after its Close instead.
+    write_raw(&mut ws, &masked(0x80 | 0x40 | 0x1, b"rsv1")).await;
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let MaybeTlsStream::Plain(tcp) = ws.get_mut() else {
+            panic!("expected a plain TCP stream");
+        };
+        let written = tcp.write_all(&masked(0x89, b"still here")).await;
+        assert!(written.is_ok(), "reset under the Close frame: {written:?}");
+    }
+    assert_eq!(close_code(&mut ws).await, Ok(1002));
+}
