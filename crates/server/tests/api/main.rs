@@ -25,3 +25,4 @@ mod telemetry;
 mod tls;
 mod tokens;
 mod ws;
+mod ws_protocol;
