@@ -5,7 +5,7 @@
 //! thing is missing. Each crate with such tests calls [`emit`] from its `build.rs`; every gate
 //! that is met becomes a `cfg` flag, and the tests carry
 //!
-//! ```ignore
+//! ```text
 //! #[cfg_attr(not(unhidra_ml), ignore = "needs UNHIDRA_TEST_ML_PYTHON (the ML worker's venv)")]
 //! ```
 //!
