@@ -882,9 +882,14 @@ impl Session {
         channel: String,
     ) -> Result<(), End> {
         tracing::error!(error = %err, "store failure in a session");
-        self.out
-            .error(ErrorCode::Internal, "internal error", Some(channel))
-            .await
+        let (code, message) = match err {
+            unhidra_store::StoreError::Unavailable { outage, .. } => (
+                ErrorCode::StorageUnavailable,
+                crate::http::error::storage_message(outage),
+            ),
+            _ => (ErrorCode::Internal, "internal error"),
+        };
+        self.out.error(code, message, Some(channel)).await
     }
 }
 

@@ -674,13 +674,23 @@ impl Server {
     /// Opens `/ws` as a user: offers `unhidra.v1` and `bearer.<access token>`, checks the
     /// server chose `unhidra.v1`, and reads the `welcome` frame, which it returns.
     pub async fn ws_connect(&self, access_token: &str) -> (Ws, Value) {
+        self.ws_connect_with(&format!("bearer.{access_token}"))
+            .await
+    }
+
+    /// Opens `/ws` as a device, with its API key (see [`Server::ws_connect`]).
+    pub async fn ws_connect_device(&self, api_key: &str) -> (Ws, Value) {
+        self.ws_connect_with(&format!("device.{api_key}")).await
+    }
+
+    /// Opens `/ws` offering `unhidra.v1` and the credential subprotocol `credential`.
+    async fn ws_connect_with(&self, credential: &str) -> (Ws, Value) {
         let mut request = format!("ws://{}/ws", self.api)
             .into_client_request()
             .expect("a WebSocket request");
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",
-            HeaderValue::from_str(&format!("unhidra.v1, bearer.{access_token}"))
-                .expect("a header value"),
+            HeaderValue::from_str(&format!("unhidra.v1, {credential}")).expect("a header value"),
         );
         let (mut ws, response) = tokio::time::timeout(WS_TIMEOUT, connect_async(request))
             .await

@@ -10,6 +10,7 @@
 
 mod admin_cli;
 mod audit_trail;
+mod chaos_disk;
 mod chaos_sigkill;
 mod config_layering;
 mod credential_errors;
