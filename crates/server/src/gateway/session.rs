@@ -260,6 +260,10 @@ impl Session {
         let ping_every = Duration::from_millis(self.state.config.gateway.ping_interval_ms);
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        // A long turn (replaying a long timeline to a slow reader) must not be followed by a
+        // burst of the ticks it missed: three pings back to back, none answerable in time,
+        // would close a healthy connection as dead.
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut unanswered_pings = 0u32;
 
         let welcome = ServerFrame::Welcome {

@@ -11,6 +11,8 @@
 mod admin_cli;
 mod audit_trail;
 mod chaos_disk;
+mod chaos_ml;
+mod chaos_replay;
 mod chaos_sigkill;
 mod config_layering;
 mod credential_errors;
