@@ -50,6 +50,10 @@ pub enum ErrorCode {
     Overloaded,
     /// A dependency (the store) is not available.
     Unavailable,
+    /// The server's storage cannot take writes now (its disk is full, or its file system is
+    /// read-only or failing); nothing of the request was stored. Retry later (see
+    /// `Retry-After`); reads may still work.
+    StorageUnavailable,
     /// Something failed on the server; the cause is in the server's log.
     Internal,
     /// A code this client does not know yet (a newer server's). The server never sends it;
@@ -82,6 +86,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::Overloaded => "overloaded",
             Self::Unavailable => "unavailable",
+            Self::StorageUnavailable => "storage_unavailable",
             Self::Internal => "internal",
             Self::Unknown => "unknown",
         }
@@ -139,6 +144,7 @@ mod tests {
             ErrorCode::InvalidJson,
             ErrorCode::RateLimited,
             ErrorCode::InvalidRefreshToken,
+            ErrorCode::StorageUnavailable,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

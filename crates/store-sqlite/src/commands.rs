@@ -81,7 +81,7 @@ pub(crate) async fn create(writer: &SqlitePool, c: NewCommand) -> Result<Command
             StoreError::Invalid("no such device")
         }
         sqlx::Error::Database(e) if e.is_unique_violation() => StoreError::Conflict("command"),
-        _ => StoreError::backend(err),
+        _ => crate::db(err),
     })?;
     Ok(Command {
         seq,

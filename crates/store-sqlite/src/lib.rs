@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use unhidra_store::{
     Actor, Appended, AuditEvent, Channel, ChannelEvent, Command, Device, DeviceCredential,
     DeviceSeen, HeldMessage, Member, Membership, Message, MessageEdit, NewAuditEvent, NewChannel,
-    NewCommand, NewDevice, NewFile, NewMessage, NewSession, NewUser, NextRefreshToken,
+    NewCommand, NewDevice, NewFile, NewMessage, NewSession, NewUser, NextRefreshToken, Outage,
     ReactionOutcome, Result, Revision, Role, RotateOutcome, SearchQuery, SessionRef, Store,
     StoreError, StoredFile, TelemetryBucket, TelemetryPoint, TelemetryQuery, User,
 };
@@ -62,15 +62,19 @@ impl SqliteStore {
             .foreign_keys(true);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .after_release(|conn, _| Box::pin(keep_writer(conn)))
             .connect_with(base.clone().create_if_missing(true))
             .await
-            .map_err(StoreError::backend)?;
-        MIGRATOR.run(&writer).await.map_err(StoreError::backend)?;
+            .map_err(db)?;
+        MIGRATOR.run(&writer).await.map_err(|err| match err {
+            sqlx::migrate::MigrateError::Execute(err) => db(err),
+            other => StoreError::backend(other),
+        })?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(base.read_only(true))
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(db)?;
         tracing::debug!(path = %path.display(), "sqlite store open");
         let (appends, jobs) = mpsc::channel(1024);
         tokio::spawn(append_loop(writer.clone(), jobs));
@@ -89,6 +93,27 @@ impl SqliteStore {
     }
 }
 
+/// Whether the writer connection may go back to the pool after use. After a full disk or an
+/// I/O error SQLite may roll a transaction back by itself; the rollback that sqlx then
+/// sends fails ("no transaction is active"), and sqlx still counts the connection as inside
+/// a transaction. Kept, that connection would open its next transaction as a savepoint and,
+/// after the next failure, roll back only to it: every later write would go into a
+/// transaction that never commits, acknowledged yet lost (the chaos test of a full disk
+/// found this). Such a connection is closed instead; the pool opens a fresh one.
+async fn keep_writer(conn: &mut sqlx::SqliteConnection) -> std::result::Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    // The rollbacks of dropped transactions are queued on the connection: let them run.
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!(
+            "closing the store's writer connection: its transaction was rolled back by SQLite \
+             (disk full or I/O error); a new connection takes over"
+        );
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 /// Creates the database file with mode 0600 if it does not exist; SQLite gives its `-wal`
 /// and `-shm` files the same mode as the database file.
 fn create_private(path: &Path) -> Result<()> {
@@ -101,7 +126,7 @@ fn create_private(path: &Path) -> Result<()> {
     {
         Ok(_) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(err) => Err(StoreError::backend(err)),
+        Err(err) => Err(StoreError::io(err)),
     }
 }
 
@@ -118,16 +143,44 @@ fn from_ms_opt(ms: Option<i64>) -> Result<Option<OffsetDateTime>> {
     ms.map(from_ms).transpose()
 }
 
-/// Maps a unique-constraint violation to [`StoreError::Conflict`], anything else to `Backend`.
+/// Maps a unique-constraint violation to [`StoreError::Conflict`], anything else as [`db`].
 fn write_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |err| match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
-        _ => StoreError::backend(err),
+        _ => crate::db(err),
     }
 }
 
+/// A SQLite failure as the services see it: a full disk, a read-only database or an I/O
+/// error is [`StoreError::Unavailable`] (nothing was written, and the same write may work
+/// later); anything else is [`StoreError::Backend`].
 fn db(err: sqlx::Error) -> StoreError {
-    StoreError::backend(err)
+    match outage(&err) {
+        Some(outage) => StoreError::unavailable(outage, err),
+        None => StoreError::backend(err),
+    }
+}
+
+fn outage(err: &sqlx::Error) -> Option<Outage> {
+    // Primary result codes: the low byte of the extended code that sqlx reports.
+    const SQLITE_READONLY: i32 = 8;
+    const SQLITE_IOERR: i32 = 10;
+    const SQLITE_FULL: i32 = 13;
+    const SQLITE_CANTOPEN: i32 = 14;
+    match err {
+        sqlx::Error::Database(db) => {
+            let code: i32 = db.code()?.parse().ok()?;
+            match code & 0xff {
+                SQLITE_FULL => Some(Outage::Full),
+                SQLITE_READONLY => Some(Outage::ReadOnly),
+                // SQLite reports a write refused by a read-only file system as an I/O error.
+                SQLITE_IOERR | SQLITE_CANTOPEN => Some(Outage::Failing),
+                _ => None,
+            }
+        }
+        sqlx::Error::Io(io) => Outage::of_io(io),
+        _ => None,
+    }
 }
 
 type UserRow = (String, String, String, bool, i64);
@@ -549,7 +602,7 @@ impl Store for SqliteStore {
                 sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
                     StoreError::Invalid("no such channel")
                 }
-                _ => StoreError::backend(err),
+                _ => db(err),
             })?;
         Ok(done.rows_affected() == 1)
     }
@@ -703,7 +756,7 @@ impl Store for SqliteStore {
             sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
                 StoreError::Invalid("no such user or channel")
             }
-            _ => StoreError::backend(err),
+            _ => db(err),
         })?;
         timeline::commit_change(
             tx,
@@ -782,7 +835,7 @@ impl Store for SqliteStore {
                 sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
                     StoreError::Invalid("no such user")
                 }
-                _ => StoreError::backend(err),
+                _ => db(err),
             })?;
         }
         tx.commit().await.map_err(db)?;
@@ -1401,35 +1454,40 @@ async fn append_loop(writer: SqlitePool, mut jobs: mpsc::Receiver<AppendJob>) {
 
 async fn append_batch(writer: &SqlitePool, messages: Vec<NewMessage>) -> Vec<Result<Appended>> {
     let count = messages.len();
-    let failed = |err: &sqlx::Error| -> Vec<Result<Appended>> {
-        (0..count)
-            .map(|_| Err(StoreError::backend(std::io::Error::other(err.to_string()))))
-            .collect()
+    // Nothing of the batch was committed: every append gets the error.
+    let all_failed = |err: StoreError| -> Vec<Result<Appended>> {
+        (0..count).map(|_| Err(err.for_another())).collect()
     };
     let mut tx = match writer.begin().await {
         Ok(tx) => tx,
-        Err(err) => return failed(&err),
+        Err(err) => return all_failed(db(err)),
     };
     let mut results = Vec::with_capacity(count);
     for message in messages {
         let mut savepoint = match sqlx::Acquire::begin(&mut *tx).await {
             Ok(sp) => sp,
-            Err(err) => return failed(&err),
+            Err(err) => return all_failed(db(err)),
         };
         let result = append_in(&mut savepoint, message).await;
+        if let Err(err @ StoreError::Unavailable { .. }) = &result {
+            // A full disk or an I/O error: SQLite may have rolled the whole transaction back
+            // already, and the rest of the batch would fail the same way. Dropping the
+            // transaction rolls back whatever is left of it.
+            return all_failed(err.for_another());
+        }
         let ended = if result.is_ok() {
             savepoint.commit().await
         } else {
             savepoint.rollback().await
         };
         if let Err(err) = ended {
-            return failed(&err);
+            return all_failed(db(err));
         }
         results.push(result);
     }
     match tx.commit().await {
         Ok(()) => results,
-        Err(err) => failed(&err),
+        Err(err) => all_failed(db(err)),
     }
 }
 
@@ -1552,4 +1610,117 @@ pub(crate) fn file_from_row(row: FileRow) -> Result<StoredFile> {
         content_type,
         created_at: from_ms(created_at)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn user(name: &str) -> NewUser {
+        NewUser {
+            id: format!("user-{name}"),
+            username: name.to_owned(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+            is_admin: false,
+            created_at: OffsetDateTime::now_utc(),
+        }
+    }
+
+    /// A database at its `max_page_count` fails with `SQLITE_FULL`, as on a full disk: the
+    /// writes are refused as [`Outage::Full`] (not an opaque backend error), never
+    /// acknowledged, and once there is room again the next writes really commit (readers
+    /// see them). SQLite rolls back only the statement here; the whole transaction it rolls
+    /// back on a really full disk (see [`keep_writer`]) is covered by the chaos test of a
+    /// full tmpfs, crates/unhidra/tests/cli/chaos_disk.rs, which needs root.
+    #[tokio::test]
+    async fn a_full_database_refuses_writes_as_full_and_commits_again_when_there_is_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("full.db"))
+            .await
+            .unwrap();
+        let alice = store.create_user(user("alice")).await.unwrap();
+        let channel = store
+            .create_channel(NewChannel {
+                id: "channel-full".to_owned(),
+                name: "full".to_owned(),
+                private: true,
+                created_by: alice.id.clone(),
+                created_at: OffsetDateTime::now_utc(),
+            })
+            .await
+            .unwrap();
+        let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        sqlx::query(&format!("PRAGMA max_page_count = {}", pages + 8))
+            .execute(&store.writer)
+            .await
+            .unwrap();
+
+        let mut acked = Vec::new();
+        let mut refusal = None;
+        for i in 0..200 {
+            let message = NewMessage {
+                id: format!("message-{i}"),
+                channel_id: channel.id.clone(),
+                sender_id: alice.id.clone(),
+                client_msg_id: format!("m{i}"),
+                body: format!("{i} {}", "x".repeat(6000)),
+                created_at: OffsetDateTime::now_utc(),
+                thread_root_id: None,
+                mentions: Vec::new(),
+                attachments: Vec::new(),
+                flag_reasons: Vec::new(),
+            };
+            match store.append_message(message).await {
+                Ok(appended) => acked.push(appended.message),
+                Err(err) => {
+                    refusal = Some(err);
+                    break;
+                }
+            }
+        }
+        assert!(
+            matches!(
+                refusal,
+                Some(StoreError::Unavailable {
+                    outage: Outage::Full,
+                    ..
+                })
+            ),
+            "{refusal:?}"
+        );
+        // A small write now either fits and is committed, or is refused as full.
+        match store.create_user(user("carol")).await {
+            Ok(_) => assert!(store.user_by_username("carol").await.unwrap().is_some()),
+            Err(err) => assert!(
+                matches!(
+                    err,
+                    StoreError::Unavailable {
+                        outage: Outage::Full,
+                        ..
+                    }
+                ),
+                "{err}"
+            ),
+        }
+
+        // Room again (on whichever writer connection the pool holds now).
+        sqlx::query("PRAGMA max_page_count = 1073741823")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        store.create_user(user("dave")).await.unwrap();
+        assert!(
+            store.user_by_username("dave").await.unwrap().is_some(),
+            "a write acknowledged after the full database is not visible: not committed"
+        );
+        let stored = store.messages_after(&channel.id, 0, 500).await.unwrap();
+        let stored: Vec<(String, i64)> = stored.into_iter().map(|m| (m.id, m.seq)).collect();
+        let acked: Vec<(String, i64)> = acked.into_iter().map(|m| (m.id, m.seq)).collect();
+        assert_eq!(stored, acked, "the acked messages, as acked");
+    }
 }

@@ -37,7 +37,7 @@ fn missing_device(err: sqlx::Error) -> StoreError {
         sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
             StoreError::Invalid("telemetry for a device that does not exist")
         }
-        _ => StoreError::backend(err),
+        _ => crate::db(err),
     }
 }
 

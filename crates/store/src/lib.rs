@@ -9,7 +9,7 @@ mod models;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
-pub use error::StoreError;
+pub use error::{Outage, StoreError};
 pub use models::*;
 
 use async_trait::async_trait;

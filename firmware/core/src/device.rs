@@ -447,7 +447,10 @@ impl<R: Rng> Device<R> {
             }
             ServerFrame::Error { code, .. } => {
                 self.stats.errors += 1;
-                if matches!(code, ErrorCode::Overloaded | ErrorCode::RateLimited) {
+                if matches!(
+                    code,
+                    ErrorCode::Overloaded | ErrorCode::RateLimited | ErrorCode::StorageUnavailable
+                ) {
                     self.stats.overloaded += 1;
                     self.pause_telemetry(now_ms);
                 }

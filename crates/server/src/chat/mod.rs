@@ -52,6 +52,7 @@ impl ChatError {
         match self {
             Self::Invalid(code, _) => *code,
             Self::NotMember => ErrorCode::Forbidden,
+            Self::Store(StoreError::Unavailable { .. }) => ErrorCode::StorageUnavailable,
             Self::Store(_) => ErrorCode::Internal,
         }
     }
@@ -59,6 +60,10 @@ impl ChatError {
     /// The message a client sees (a store failure's cause stays in the log).
     pub fn client_message(&self) -> String {
         match self {
+            Self::Store(err @ StoreError::Unavailable { outage, .. }) => {
+                tracing::error!(error = %err, "chat store failure");
+                crate::http::error::storage_message(*outage).to_owned()
+            }
             Self::Store(err) => {
                 tracing::error!(error = %err, "chat store failure");
                 "internal error".to_owned()

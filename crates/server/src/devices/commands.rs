@@ -49,6 +49,7 @@ impl CommandError {
             Self::Invalid(_) => ErrorCode::InvalidField,
             Self::NoDevice => ErrorCode::NotFound,
             Self::Revoked => ErrorCode::Conflict,
+            Self::Store(StoreError::Unavailable { .. }) => ErrorCode::StorageUnavailable,
             Self::Store(_) => ErrorCode::Internal,
         }
     }

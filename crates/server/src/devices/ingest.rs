@@ -115,10 +115,7 @@ async fn commit(store: &dyn Store, batch: Vec<Job>) {
         Err(err) => {
             tracing::warn!(error = %err, points = count, "storing telemetry failed");
             for job in batch {
-                let _ = job.done.send(Err(match &err {
-                    StoreError::Invalid(why) => StoreError::Invalid(why),
-                    other => StoreError::backend(std::io::Error::other(other.to_string())),
-                }));
+                let _ = job.done.send(Err(err.for_another()));
             }
         }
     }

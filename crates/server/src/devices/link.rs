@@ -39,7 +39,10 @@ impl Refusal {
     pub fn is_transient(&self) -> bool {
         matches!(
             self.code,
-            ErrorCode::Overloaded | ErrorCode::Unavailable | ErrorCode::Internal
+            ErrorCode::Overloaded
+                | ErrorCode::Unavailable
+                | ErrorCode::StorageUnavailable
+                | ErrorCode::Internal
         )
     }
 }
@@ -107,6 +110,10 @@ impl DeviceLink {
                 Err(match err {
                     IngestError::Overloaded => Refusal::new(ErrorCode::Overloaded, err.to_string()),
                     IngestError::Stopped => Refusal::new(ErrorCode::Unavailable, err.to_string()),
+                    IngestError::Store(StoreError::Unavailable { outage, .. }) => Refusal::new(
+                        ErrorCode::StorageUnavailable,
+                        crate::http::error::storage_message(outage),
+                    ),
                     IngestError::Store(_) => {
                         Refusal::new(ErrorCode::Internal, "the telemetry could not be stored")
                     }

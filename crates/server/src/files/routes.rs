@@ -117,7 +117,12 @@ pub async fn upload(
                 tracing::debug!(error = %cause, "upload body unreadable");
                 ApiError::bad_request(ErrorCode::BadRequest, "the upload could not be read")
             }
-            BlobError::Io(cause) => ApiError::internal(format!("storing an upload: {cause}")),
+            BlobError::Io(cause) => match unhidra_store::Outage::of_io(&cause) {
+                Some(outage) => {
+                    ApiError::storage_unavailable(outage, format!("storing an upload: {cause}"))
+                }
+                None => ApiError::internal(format!("storing an upload: {cause}")),
+            },
         })?;
     let stored = state
         .store

@@ -252,6 +252,10 @@ impl Session {
         let ping_every = Duration::from_millis(self.state.config.gateway.ping_interval_ms);
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        // A long turn (replaying a long timeline to a slow reader) must not be followed by a
+        // burst of the ticks it missed: three pings back to back, none answerable in time,
+        // would close a healthy connection as dead.
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut unanswered_pings = 0u32;
 
         let welcome = ServerFrame::Welcome {
@@ -871,9 +875,14 @@ impl Session {
         channel: String,
     ) -> Result<(), End> {
         tracing::error!(error = %err, "store failure in a session");
-        self.out
-            .error(ErrorCode::Internal, "internal error", Some(channel))
-            .await
+        let (code, message) = match err {
+            unhidra_store::StoreError::Unavailable { outage, .. } => (
+                ErrorCode::StorageUnavailable,
+                crate::http::error::storage_message(outage),
+            ),
+            _ => (ErrorCode::Internal, "internal error"),
+        };
+        self.out.error(code, message, Some(channel)).await
     }
 }
 

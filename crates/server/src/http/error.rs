@@ -10,7 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use unhidra_proto::{ErrorBody, ErrorCode};
-use unhidra_store::StoreError;
+use unhidra_store::{Outage, StoreError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -64,6 +64,19 @@ impl ApiError {
         .retry_after(retry_after_secs)
     }
 
+    /// The storage cannot take writes (disk full, read-only or failing file system): 503 with
+    /// `storage_unavailable` and `Retry-After`, so clients retry instead of giving up on an
+    /// opaque 500. The cause is logged here; the client learns which outage it is.
+    pub fn storage_unavailable(outage: Outage, cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, %outage, "storage unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::StorageUnavailable,
+            storage_message(outage),
+        )
+        .retry_after(STORAGE_RETRY_AFTER_SECS)
+    }
+
     /// An unexpected failure: logged here with its cause, opaque to the client.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -88,11 +101,29 @@ impl ApiError {
     }
 }
 
+/// How long a client is told to wait before retrying a write the storage refused: long
+/// enough not to hammer a server whose operator must free space, short enough to notice
+/// the recovery soon.
+pub const STORAGE_RETRY_AFTER_SECS: u64 = 30;
+
+/// What a client is told when the storage cannot take a write (the same words on REST and
+/// WebSocket).
+pub fn storage_message(outage: Outage) -> &'static str {
+    match outage {
+        Outage::Full => "the server's storage is full; nothing was stored, retry later",
+        Outage::ReadOnly => "the server's storage is read-only; nothing was stored, retry later",
+        Outage::Failing => "the server's storage is failing; nothing was stored, retry later",
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        // Conflicts are handled where they have a meaning; reaching here means a bug or an
-        // outage, and both are logged with their cause.
-        Self::internal(err)
+        match err {
+            StoreError::Unavailable { outage, .. } => Self::storage_unavailable(outage, err),
+            // Conflicts are handled where they have a meaning; reaching here means a bug,
+            // logged with its cause.
+            other => Self::internal(other),
+        }
     }
 }
 
@@ -114,5 +145,32 @@ impl IntoResponse for ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A full or read-only data dir is a 503 the client can act on, not an opaque 500.
+    #[test]
+    fn storage_outages_are_503_storage_unavailable_with_retry_after() {
+        for (outage, words) in [
+            (Outage::Full, "full"),
+            (Outage::ReadOnly, "read-only"),
+            (Outage::Failing, "failing"),
+        ] {
+            let err = StoreError::unavailable(outage, std::io::Error::other("test"));
+            let api = ApiError::from(err);
+            assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(api.code(), ErrorCode::StorageUnavailable);
+            assert!(api.message.contains(words), "{}", api.message);
+            let response = api.into_response();
+            assert_eq!(response.headers()[header::RETRY_AFTER], "30");
+        }
+        let other = ApiError::from(StoreError::backend(std::io::Error::other("bug")));
+        assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

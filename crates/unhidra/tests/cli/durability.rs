@@ -23,10 +23,15 @@ const WINDOW: usize = 8;
 const KILL_AT_ACKS: usize = 400;
 const KILL_AFTER: Duration = Duration::from_millis(1500);
 
-/// Replays the whole channel; checks the message seqs are exactly `JOINS`+1..=`JOINS`+N in
+/// Replays the whole channel; checks the message seqs are exactly `joins`+1..=`joins`+N in
 /// order (the members' joining came first) and the bodies (each a `client_msg_id`) unique,
 /// and returns body → (sender, id/seq/ts).
-async fn replay_all(server: &Server, token: &str, channel: &str) -> HashMap<String, (String, Ack)> {
+pub async fn replay_all(
+    server: &Server,
+    token: &str,
+    channel: &str,
+    joins: i64,
+) -> HashMap<String, (String, Ack)> {
     let (mut ws, _) = server.ws_connect(token).await;
     let (messages, last) = ws_subscribe(&mut ws, channel, Some(0)).await;
     let seqs: Vec<i64> = messages
@@ -34,12 +39,12 @@ async fn replay_all(server: &Server, token: &str, channel: &str) -> HashMap<Stri
         .map(|m| m["seq"].as_i64().unwrap())
         .collect();
     let count = i64::try_from(messages.len()).unwrap();
-    let expected: Vec<i64> = (JOINS + 1..=JOINS + count).collect();
+    let expected: Vec<i64> = (joins + 1..=joins + count).collect();
     assert_eq!(
         seqs, expected,
         "stored seqs are not exactly gap-free after the joins"
     );
-    assert_eq!(last, JOINS + count, "subscribed seq");
+    assert_eq!(last, joins + count, "subscribed seq");
     let mut stored = HashMap::new();
     for message in &messages {
         let body = str_field(message, "body");
@@ -126,7 +131,7 @@ async fn acked_messages_survive_sigkill_and_retries_are_idempotent() {
     // ---- After the restart: every ack is kept, nothing else but what was in flight ----
     let server = Server::start_with_raised_ws_limits(&data, tmp.path()).await;
     let owner = users[0].1.access.clone();
-    let stored = replay_all(&server, &owner, &channel).await;
+    let stored = replay_all(&server, &owner, &channel, JOINS).await;
 
     let mut stored_before_kill: HashMap<String, Ack> = HashMap::new();
     for (i, log) in logs.iter().enumerate() {
@@ -189,7 +194,7 @@ async fn acked_messages_survive_sigkill_and_retries_are_idempotent() {
     }
 
     // Every publish is now stored exactly once, seqs still gap-free.
-    let after = replay_all(&server, &owner, &channel).await;
+    let after = replay_all(&server, &owner, &channel, JOINS).await;
     let expected: HashSet<&String> = sent;
     let found: HashSet<&String> = after.keys().collect();
     assert_eq!(found, expected, "after the retries");

@@ -705,13 +705,23 @@ impl Server {
     /// Opens `/ws` as a user: offers `unhidra.v1` and `bearer.<access token>`, checks the
     /// server chose `unhidra.v1`, and reads the `welcome` frame, which it returns.
     pub async fn ws_connect(&self, access_token: &str) -> (Ws, Value) {
+        self.ws_connect_with(&format!("bearer.{access_token}"))
+            .await
+    }
+
+    /// Opens `/ws` as a device, with its API key (see [`Server::ws_connect`]).
+    pub async fn ws_connect_device(&self, api_key: &str) -> (Ws, Value) {
+        self.ws_connect_with(&format!("device.{api_key}")).await
+    }
+
+    /// Opens `/ws` offering `unhidra.v1` and the credential subprotocol `credential`.
+    async fn ws_connect_with(&self, credential: &str) -> (Ws, Value) {
         let mut request = format!("ws://{}/ws", self.api)
             .into_client_request()
             .expect("a WebSocket request");
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",
-            HeaderValue::from_str(&format!("unhidra.v1, bearer.{access_token}"))
-                .expect("a header value"),
+            HeaderValue::from_str(&format!("unhidra.v1, {credential}")).expect("a header value"),
         );
         let (mut ws, response) = tokio::time::timeout(WS_TIMEOUT, connect_async(request))
             .await
@@ -923,22 +933,46 @@ impl PublishLog {
 /// counts them in `acked`. Panics on an `error` frame or if the connection is still open
 /// after `limit`.
 pub async fn publish_until_closed(
-    mut ws: Ws,
+    ws: Ws,
     channel: String,
     prefix: String,
     window: usize,
     acked: Arc<std::sync::atomic::AtomicUsize>,
     limit: Duration,
 ) -> PublishLog {
+    let ids = (0..).map({
+        let prefix = prefix.clone();
+        move |n| format!("{prefix}-{n}")
+    });
+    publish_ids(ws, channel, &prefix, ids, window, acked, limit).await
+}
+
+/// [`publish_until_closed`] with the `client_msg_id`s taken from `ids` (each also the body),
+/// so that a client can first resend what was in flight on its last connection. Returns
+/// when the connection ends, or when `ids` is exhausted and every publish is acked.
+/// `label` names the publisher in failure messages.
+pub async fn publish_ids(
+    mut ws: Ws,
+    channel: String,
+    label: &str,
+    mut ids: impl Iterator<Item = String>,
+    window: usize,
+    acked: Arc<std::sync::atomic::AtomicUsize>,
+    limit: Duration,
+) -> PublishLog {
     let deadline = Instant::now() + limit;
     let mut log = PublishLog::default();
+    let mut exhausted = false;
     loop {
         assert!(
             Instant::now() < deadline,
-            "publisher {prefix}: the connection was still open after {limit:?}"
+            "publisher {label}: the connection was still open after {limit:?}"
         );
-        while log.sent.len() - log.acks.len() < window {
-            let client_msg_id = format!("{prefix}-{}", log.sent.len());
+        while !exhausted && log.sent.len() - log.acks.len() < window {
+            let Some(client_msg_id) = ids.next() else {
+                exhausted = true;
+                break;
+            };
             let frame = json!({
                 "type": "publish",
                 "channel": channel,
@@ -952,12 +986,16 @@ pub async fn publish_until_closed(
                 return log;
             }
         }
+        if exhausted && log.acks.len() == log.sent.len() {
+            log.end = "every publish acked".to_owned();
+            return log;
+        }
         match ws_next(&mut ws, WS_TIMEOUT).await {
             Some(Ok(WsMessage::Text(text))) => {
                 let frame: Value = serde_json::from_str(&text).expect("a JSON frame");
                 let (client_msg_id, ack) = match frame["type"].as_str() {
                     Some("ack") => Ack::from_frame(&frame),
-                    _ => panic!("publisher {prefix}: unexpected frame {frame}"),
+                    _ => panic!("publisher {label}: unexpected frame {frame}"),
                 };
                 let expected = &log.sent[log.acks.len()];
                 assert_eq!(&client_msg_id, expected, "acks out of publish order");
@@ -978,7 +1016,7 @@ pub async fn publish_until_closed(
                 ws_drain(&mut ws, Duration::from_secs(5)).await;
                 return log;
             }
-            Some(Ok(other)) => panic!("publisher {prefix}: unexpected frame {other:?}"),
+            Some(Ok(other)) => panic!("publisher {label}: unexpected frame {other:?}"),
             Some(Err(e)) => {
                 log.end = format!("read failed: {e}");
                 return log;

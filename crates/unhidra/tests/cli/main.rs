@@ -10,6 +10,10 @@
 
 mod admin_cli;
 mod audit_trail;
+mod chaos_disk;
+mod chaos_ml;
+mod chaos_replay;
+mod chaos_sigkill;
 mod config_layering;
 mod credential_errors;
 mod data_files;
