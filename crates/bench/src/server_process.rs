@@ -36,7 +36,7 @@ pub fn bench_config() -> Config {
     limits.ws_connect_per_minute_per_ip = RAISED_LIMIT;
     limits.ws_connect_per_minute_per_user = RAISED_LIMIT;
     limits.ws_messages_per_second = 1_000_000;
-    config.connections.max_per_ip = Some(usize::MAX);
+    config.connections.max_per_ip = Some(RAISED_LIMIT as usize);
     config.auth.access_token_ttl_secs = 3600;
     config
 }
