@@ -20,6 +20,7 @@ mod limits;
 mod ml;
 mod mqtt;
 mod mqtt_bridge;
+mod openapi;
 mod telemetry;
 mod tls;
 mod tokens;
