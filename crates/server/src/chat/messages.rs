@@ -322,6 +322,7 @@ pub async fn add_reaction(
     responses(
         (status = 204, description = "The reaction is gone"),
         (status = 400, description = "Invalid emoji", body = ErrorBody),
+        (status = 403, description = "The channel is archived", body = ErrorBody),
         (status = 404, description = "No such channel or message", body = ErrorBody),
     )
 )]

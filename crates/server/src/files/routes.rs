@@ -190,8 +190,17 @@ async fn readable_file(state: &AppState, id: &str, user_id: &str) -> Result<Stor
     security(("bearer" = [])),
     params(("id" = String, Path, description = "File id")),
     responses(
-        (status = 200, description = "The file's bytes", content_type = "application/octet-stream",
-            body = [u8],
+        (status = 200, description = "The file's bytes: the declared type when it is inert \
+            (the types below), otherwise application/octet-stream",
+            content(
+                ([u8] = "application/octet-stream"),
+                ([u8] = "image/png"), ([u8] = "image/jpeg"), ([u8] = "image/gif"),
+                ([u8] = "image/webp"), ([u8] = "image/avif"), ([u8] = "application/pdf"),
+                ([u8] = "text/plain"), ([u8] = "audio/mpeg"), ([u8] = "audio/ogg"),
+                ([u8] = "audio/wav"), ([u8] = "audio/webm"), ([u8] = "audio/aac"),
+                ([u8] = "audio/flac"), ([u8] = "audio/mp4"), ([u8] = "video/mp4"),
+                ([u8] = "video/webm"), ([u8] = "video/ogg"), ([u8] = "video/quicktime"),
+            ),
             headers(
                 ("Content-Disposition" = String, description = "attachment; filename=\"…\"; filename*=UTF-8''…"),
                 ("Content-Security-Policy" = String, description = "sandbox; default-src 'none'"),
