@@ -2,6 +2,11 @@
 //!
 //! The `metrics` facade has one global recorder per process, installed once; several servers
 //! in one test process share it, so tests compare values before and after, never absolutes.
+//!
+//! Every metric is described (Prometheus' `# HELP`), and every counter whose label values are
+//! known in advance is registered at 0 when the recorder is installed ([`KNOWN_SERIES`]): a
+//! series that appeared only with its first event would be invisible to `rate()` and
+//! `increase()` until then, so an alert on it could not fire on the first burst.
 
 use std::sync::OnceLock;
 
@@ -77,12 +82,279 @@ pub fn install() -> PrometheusHandle {
                 }
             };
             let handle = recorder.handle();
-            if let Err(err) = metrics::set_global_recorder(recorder) {
-                tracing::warn!(error = %err, "a metrics recorder was already installed");
+            match metrics::set_global_recorder(recorder) {
+                Ok(()) => describe_and_register(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "a metrics recorder was already installed")
+                }
             }
             handle
         })
         .clone()
+}
+
+/// What each metric counts, as `# HELP` says it (docs/api.md lists them too).
+pub const DESCRIPTIONS: &[(&str, &str)] = &[
+    (
+        HTTP_REQUEST_DURATION,
+        "API requests by route template, method and status",
+    ),
+    (
+        LOGIN_ATTEMPTS,
+        "Logins by result: ok, invalid_credentials, rate_limited",
+    ),
+    (PASSWORD_HASH_DURATION, "Argon2id work by op (hash, verify)"),
+    (
+        PASSWORD_QUEUE_REJECTIONS,
+        "Password hashes refused with 503 because the hashing queue was full, by op",
+    ),
+    (
+        AUTH_FAILURES,
+        "Refused credentials on REST routes, by reason",
+    ),
+    (
+        RATE_LIMIT_HITS,
+        "Requests refused with 429 by a per-address limit, by limit",
+    ),
+    (DEVICE_AUTH, "Device key checks by result"),
+    (FILES_UPLOADED, "Files stored"),
+    (FILES_UPLOADED_BYTES, "Bytes of files stored"),
+    (
+        GATEWAY_CONNECTIONS,
+        "WebSocket connections opened, by kind (user, device)",
+    ),
+    (GATEWAY_CONNECTIONS_ACTIVE, "WebSocket connections open now"),
+    (GATEWAY_MESSAGES, "WebSocket frames by direction (in, out)"),
+    (
+        GATEWAY_MESSAGE_LATENCY,
+        "From a publish frame read to its ack written",
+    ),
+    (
+        GATEWAY_RATE_LIMIT_HITS,
+        "WebSocket handshakes and frames refused by a limit, by kind",
+    ),
+    (
+        GATEWAY_AUTH_FAILURES,
+        "WebSocket handshakes refused for their credential, protocol or origin, by reason",
+    ),
+    (
+        GATEWAY_TELEMETRY_POINTS,
+        "Telemetry points received from devices",
+    ),
+    (
+        TELEMETRY_POINTS_STORED,
+        "Telemetry points committed to the store",
+    ),
+    (
+        TELEMETRY_POINTS_PRUNED,
+        "Telemetry points deleted for being older than the retention",
+    ),
+    (
+        MQTT_CONNECTIONS,
+        "MQTT connections by protocol version and result",
+    ),
+    (MQTT_CONNECTIONS_ACTIVE, "MQTT connections open now"),
+    (
+        MQTT_PUBLISHES,
+        "MQTT publishes by direction (in, out, bridge_in, bridge_out)",
+    ),
+    (
+        MQTT_REFUSED,
+        "MQTT publishes and subscriptions refused, by reason",
+    ),
+    (
+        MQTT_BRIDGE_CONNECTS,
+        "Connections of the MQTT bridge to its broker",
+    ),
+    (
+        crate::ml::ANOMALIES,
+        "Anomalies the ML workers found in telemetry",
+    ),
+    (
+        crate::ml::ANOMALY_READINGS_DROPPED,
+        "Telemetry points not scored because the scoring queue was full",
+    ),
+    (
+        crate::ml::MODERATION_UNCHECKED,
+        "Messages published without a moderation check, by why (ml_off, error)",
+    ),
+    (
+        crate::ml::MODERATION_FLAGGED,
+        "Messages the moderation check flagged or held",
+    ),
+    (
+        unhidra_ml_bridge::metric::REQUEST_DURATION,
+        "Calls to the ML workers by op",
+    ),
+    (
+        unhidra_ml_bridge::metric::REQUEST_ERRORS,
+        "Failed calls to the ML workers by op and kind",
+    ),
+    (
+        unhidra_ml_bridge::metric::WORKER_RESTARTS,
+        "ML worker restarts by reason",
+    ),
+    (
+        unhidra_ml_bridge::metric::QUEUE_DEPTH,
+        "Calls waiting for an ML worker",
+    ),
+    (
+        unhidra_ml_bridge::metric::WORKERS_READY,
+        "ML workers connected and ready",
+    ),
+];
+
+/// One series' labels: (name, value) pairs.
+pub type Labels = &'static [(&'static str, &'static str)];
+
+/// The series registered at 0 on start: each counter with every label set it is recorded
+/// with that is known in advance (reasons that come from elsewhere, such as a token's, appear
+/// with their first event), and the gauges.
+pub const KNOWN_SERIES: &[(&str, &[Labels])] = &[
+    (
+        LOGIN_ATTEMPTS,
+        &[
+            &[("result", "ok")],
+            &[("result", "invalid_credentials")],
+            &[("result", "rate_limited")],
+        ],
+    ),
+    (
+        PASSWORD_QUEUE_REJECTIONS,
+        &[&[("op", "hash")], &[("op", "verify")]],
+    ),
+    (
+        AUTH_FAILURES,
+        &[
+            &[("reason", "missing_token")],
+            &[("reason", "device_key_on_user_route")],
+        ],
+    ),
+    (
+        RATE_LIMIT_HITS,
+        &[
+            &[("limit", "login")],
+            &[("limit", "register")],
+            &[("limit", "device_register")],
+        ],
+    ),
+    (
+        DEVICE_AUTH,
+        &[
+            &[("result", "ok")],
+            &[("result", "device_key_malformed")],
+            &[("result", "device_key_unknown")],
+            &[("result", "device_key_mismatch")],
+            &[("result", "device_revoked")],
+        ],
+    ),
+    (FILES_UPLOADED, &[&[]]),
+    (FILES_UPLOADED_BYTES, &[&[]]),
+    (
+        GATEWAY_CONNECTIONS,
+        &[&[("kind", "user")], &[("kind", "device")]],
+    ),
+    (
+        GATEWAY_MESSAGES,
+        &[&[("direction", "in")], &[("direction", "out")]],
+    ),
+    (
+        GATEWAY_RATE_LIMIT_HITS,
+        &[
+            &[("kind", "message")],
+            &[("kind", "connect_ip")],
+            &[("kind", "connect_user")],
+        ],
+    ),
+    (
+        GATEWAY_AUTH_FAILURES,
+        &[
+            &[("reason", "missing_protocol")],
+            &[("reason", "missing_credential")],
+            &[("reason", "several_credentials")],
+            &[("reason", "origin")],
+        ],
+    ),
+    (GATEWAY_TELEMETRY_POINTS, &[&[]]),
+    (TELEMETRY_POINTS_STORED, &[&[]]),
+    (TELEMETRY_POINTS_PRUNED, &[&[]]),
+    (
+        MQTT_CONNECTIONS,
+        &[
+            &[("version", "3.1.1"), ("result", "ok")],
+            &[("version", "3.1.1"), ("result", "refused")],
+            &[("version", "5"), ("result", "ok")],
+            &[("version", "5"), ("result", "refused")],
+            &[("version", "3.1.1"), ("result", "bad_protocol")],
+            &[("version", "unknown"), ("result", "no_connect")],
+        ],
+    ),
+    (
+        MQTT_PUBLISHES,
+        &[
+            &[("direction", "in")],
+            &[("direction", "out")],
+            &[("direction", "bridge_in")],
+            &[("direction", "bridge_out")],
+        ],
+    ),
+    (
+        MQTT_REFUSED,
+        &[
+            &[("reason", "topic")],
+            &[("reason", "payload")],
+            &[("reason", "busy")],
+            &[("reason", "subscribe")],
+            &[("reason", "bridge_device")],
+        ],
+    ),
+    (MQTT_BRIDGE_CONNECTS, &[&[]]),
+    (crate::ml::ANOMALIES, &[&[]]),
+    (crate::ml::ANOMALY_READINGS_DROPPED, &[&[]]),
+    (
+        crate::ml::MODERATION_UNCHECKED,
+        &[&[("why", "ml_off")], &[("why", "error")]],
+    ),
+    (crate::ml::MODERATION_FLAGGED, &[&[]]),
+];
+
+/// Gauges, registered at 0.
+const GAUGES: &[&str] = &[
+    GATEWAY_CONNECTIONS_ACTIVE,
+    MQTT_CONNECTIONS_ACTIVE,
+    unhidra_ml_bridge::metric::QUEUE_DEPTH,
+    unhidra_ml_bridge::metric::WORKERS_READY,
+];
+
+const HISTOGRAMS: &[&str] = &[
+    HTTP_REQUEST_DURATION,
+    PASSWORD_HASH_DURATION,
+    GATEWAY_MESSAGE_LATENCY,
+    unhidra_ml_bridge::metric::REQUEST_DURATION,
+];
+
+fn describe_and_register() {
+    for (name, help) in DESCRIPTIONS {
+        if GAUGES.contains(name) {
+            metrics::describe_gauge!(*name, *help);
+        } else if HISTOGRAMS.contains(name) {
+            metrics::describe_histogram!(*name, metrics::Unit::Seconds, *help);
+        } else {
+            metrics::describe_counter!(*name, *help);
+        }
+    }
+    for (name, label_sets) in KNOWN_SERIES {
+        for labels in *label_sets {
+            let labels: Vec<metrics::Label> = labels
+                .iter()
+                .map(|(key, value)| metrics::Label::new(*key, *value))
+                .collect();
+            metrics::counter!(*name, labels).increment(0);
+        }
+    }
+    for name in GAUGES {
+        metrics::gauge!(*name).set(0.0);
+    }
 }
 
 /// Counts a refused credential by reason (bad token, revoked device, …).
