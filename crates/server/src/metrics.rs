@@ -246,6 +246,7 @@ pub const KNOWN_SERIES: &[(&str, &[Labels])] = &[
             &[("result", "device_key_unknown")],
             &[("result", "device_key_mismatch")],
             &[("result", "device_revoked")],
+            &[("result", "mqtt_username_mismatch")],
         ],
     ),
     (FILES_UPLOADED, &[&[]]),
@@ -360,4 +361,100 @@ fn describe_and_register() {
 /// Counts a refused credential by reason (bad token, revoked device, …).
 pub fn auth_failure(reason: &'static str) {
     metrics::counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `counter!(NAME, "key" => "literal", …)` in the server's source, as
+    /// (metric name, labels), for the names this module declares.
+    fn literal_counters() -> Vec<(String, Vec<(String, String)>)> {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut names = std::collections::HashMap::new();
+        let mut files = Vec::new();
+        let mut dirs = vec![src];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(std::fs::read_to_string(&path).unwrap());
+                }
+            }
+        }
+        // `pub const IDENT: &str = "name";` wherever metric names are declared.
+        for text in &files {
+            for line in text.lines() {
+                let Some(rest) = line.trim().strip_prefix("pub const ") else {
+                    continue;
+                };
+                if let Some((ident, value)) = rest.split_once(": &str = \"") {
+                    if let Some(value) = value.strip_suffix("\";") {
+                        names.insert(ident.to_owned(), value.to_owned());
+                    }
+                }
+            }
+        }
+        let mut found = Vec::new();
+        for text in &files {
+            for call in text.split("metrics::counter!(").skip(1) {
+                let args = call.split(')').next().unwrap();
+                let mut parts = args.split(',').map(str::trim);
+                let ident = parts.next().unwrap().rsplit("::").next().unwrap();
+                let Some(name) = names.get(ident) else {
+                    continue;
+                };
+                let mut labels = Vec::new();
+                let mut literal = true;
+                for part in parts.filter(|p| !p.is_empty()) {
+                    let (key, value) = part.split_once("=>").unwrap();
+                    let value = value.trim();
+                    if value.starts_with('"') {
+                        labels.push((
+                            key.trim().trim_matches('"').to_owned(),
+                            value.trim_matches('"').to_owned(),
+                        ));
+                    } else {
+                        literal = false;
+                    }
+                }
+                if literal {
+                    found.push((name.clone(), labels));
+                }
+            }
+        }
+        found
+    }
+
+    /// A label value written in the code but missing from [`KNOWN_SERIES`] would appear only
+    /// with its first event again.
+    #[test]
+    fn every_literal_label_set_of_a_known_counter_is_registered_at_zero() {
+        let found = literal_counters();
+        assert!(found.len() > 15, "{found:?}");
+        for (name, labels) in found {
+            let Some((_, known)) = KNOWN_SERIES.iter().find(|(n, _)| *n == name) else {
+                continue;
+            };
+            let registered = known.iter().any(|set| {
+                set.len() == labels.len()
+                    && set
+                        .iter()
+                        .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+            });
+            assert!(registered, "{name} {labels:?} is not in KNOWN_SERIES");
+        }
+    }
+
+    #[test]
+    fn every_known_series_is_described() {
+        for (name, _) in KNOWN_SERIES {
+            assert!(
+                DESCRIPTIONS.iter().any(|(described, _)| described == name),
+                "{name}"
+            );
+        }
+    }
 }
