@@ -4,6 +4,8 @@
 # build instead of compiling everything again), wait for /healthz on the address the README
 # names, and stop it with SIGTERM. `cargo run` once failed on a fresh clone because the
 # workspace has three binaries while every test passed; this is the check that notices.
+# Then the README's example session (the block after `<!-- readme-session -->`) runs as
+# written against that binary with the MQTT listener it asks for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -57,3 +59,40 @@ if [ "$status" -ne 0 ]; then
 fi
 [ -d data ] || { echo "the server made no ./data in the clone" >&2; exit 1; }
 echo "it stopped cleanly on SIGTERM and kept its data in ./data"
+
+echo "running the README's example session"
+if ! command -v jq >/dev/null; then
+    apt-get install -y -qq jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq >/dev/null; }
+fi
+command -v mosquitto_pub >/dev/null || bash "$repo/scripts/setup-mqtt-clients.sh"
+session=$(awk '/^<!-- readme-session -->$/ { found = 1; next }
+    found && /^```/ { if (inside) exit; inside = 1; next }
+    inside { print }' "$repo/README.md")
+[ -n "$session" ] || { echo "README has no block after <!-- readme-session -->" >&2; exit 1; }
+"$repo/target/debug/unhidra" serve --data-dir "$tmp/session-data" \
+    --mqtt-listen 127.0.0.1:1884 >"$tmp/session-server.log" 2>&1 &
+pid=$!
+deadline=$((SECONDS + 60))
+until curl -fsS --max-time 2 "$health" >/dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+        echo "the server for the session did not start:" >&2
+        cat "$tmp/session-server.log" >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+status=0
+out=$(bash -euo pipefail -c "$session" 2>&1) || status=$?
+echo "$out"
+kill -TERM "$pid"; wait "$pid" || true; pid=
+if [ "$status" -ne 0 ]; then
+    echo "the README's session failed (status $status); server log:" >&2
+    tail -30 "$tmp/session-server.log" >&2
+    exit 1
+fi
+# The reading sent over MQTT is read back: one point, 21.5.
+if ! echo "$out" | jq -se '[.[] | arrays | .[] | select(.count == 1 and .last == 21.5)] | length == 1' >/dev/null; then
+    echo "the session did not read back the reading it sent" >&2
+    exit 1
+fi
+echo "the README's session ran as written"

@@ -25,6 +25,9 @@ data_dir = "$dir/data"
 device_register_per_hour = 1000000
 ws_connect_per_minute_per_ip = 1000000
 ws_messages_per_second = 1000000
+[connections]
+# Every simulated device connects from this machine's one address.
+max_per_ip = 1000000
 [mqtt]
 listen = "127.0.0.1:$mqtt"
 TOML

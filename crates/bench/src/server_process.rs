@@ -23,8 +23,9 @@ use crate::procfs;
 /// loopback addresses and a few users.
 pub const RAISED_LIMIT: u32 = 1_000_000_000;
 
-/// The configuration every gateway benchmark starts from: defaults, with the rate limits
-/// raised and access tokens that outlive a long setup. Listen addresses and the data dir are
+/// The configuration every gateway benchmark starts from: defaults, with the rate limits and
+/// the per-address connection cap raised (all load comes from loopback) and access tokens
+/// that outlive a long setup. Listen addresses and the data dir are
 /// filled in by [`ServerProcess::start`].
 pub fn bench_config() -> Config {
     let mut config = Config::default();
@@ -35,6 +36,7 @@ pub fn bench_config() -> Config {
     limits.ws_connect_per_minute_per_ip = RAISED_LIMIT;
     limits.ws_connect_per_minute_per_user = RAISED_LIMIT;
     limits.ws_messages_per_second = 1_000_000;
+    config.connections.max_per_ip = Some(usize::MAX);
     config.auth.access_token_ttl_secs = 3600;
     config
 }

@@ -181,6 +181,10 @@ struct Inner {
     queue: Arc<Semaphore>,
     next_id: AtomicU64,
     stop: CancellationToken,
+    /// Cancelled once `start` has heard every worker's first outcome: a worker whose first
+    /// start failed waits for it before trying again, so that a bridge that does not start
+    /// at all says why once, in `start`'s error, not once per retry.
+    started: CancellationToken,
 }
 
 impl Inner {
@@ -218,6 +222,7 @@ impl MlBridge {
             queue: Arc::new(Semaphore::new(settings.queue)),
             next_id: AtomicU64::new(1),
             stop: CancellationToken::new(),
+            started: CancellationToken::new(),
             settings,
         });
         let tasks = TaskTracker::new();
@@ -238,6 +243,11 @@ impl MlBridge {
                 Err(_) => failures.push("supervisor ended".to_owned()),
             }
         }
+        if ready == 0 {
+            // Before the waiting supervisors are let go: they see `stop` and end quietly.
+            bridge.inner.stop.cancel();
+        }
+        bridge.inner.started.cancel();
         if ready == 0 {
             bridge.shutdown().await;
             let why = failures

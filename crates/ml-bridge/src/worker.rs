@@ -70,8 +70,15 @@ pub(crate) async fn supervise(
             Ended::Stopped => return,
             Ended::Failed(reason, detail) => (reason, detail),
         };
+        // A first start that failed is reported to `start`, which says why once. This worker
+        // then waits until `start` has heard from every worker: if none came up the bridge
+        // stops, and it ends quietly; otherwise it is restarted like any other.
         if let Some(ready) = ready.take() {
             let _ = ready.send(Err(format!("{reason}: {detail}")));
+            tokio::select! {
+                () = inner.stop.cancelled() => return,
+                () = inner.started.cancelled() => {}
+            }
         }
         if inner.stop.is_cancelled() {
             return;

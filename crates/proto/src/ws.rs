@@ -23,6 +23,9 @@ pub const DEVICE_PREFIX: &str = "device.";
 pub mod close {
     /// The server is shutting down; reconnect later and resync with `since`.
     pub const GOING_AWAY: u16 = 1001;
+    /// A frame broke RFC 6455 (masking, reserved bits or opcodes, control frames,
+    /// fragmentation, a malformed close); the reason names the violation.
+    pub const PROTOCOL_ERROR: u16 = 1002;
     /// A text frame was not valid UTF-8 (RFC 6455 requires failing the connection); an
     /// `error` frame with code `unsupported_frame` is sent first.
     pub const INVALID_PAYLOAD: u16 = 1007;

@@ -17,8 +17,11 @@ use crate::auth::password::{PasswordError, Passwords};
 use crate::auth::policy;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::launch::{paths, prepare_data_dir, LaunchError};
+use crate::data_dir::{paths, prepare_data_dir, running_server, RunningServer};
+use crate::launch::LaunchError;
 
+/// Why an administration command failed. As with `LaunchError`, messages carry their cause's
+/// text and no variant also exposes it as `source()` (the binary would print it twice).
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error(transparent)]
@@ -28,11 +31,29 @@ pub enum AdminError {
     #[error("username {0:?} is taken")]
     UsernameTaken(String),
     #[error("store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("password hashing: {0}")]
-    Password(#[from] PasswordError),
+    Password(PasswordError),
     #[error("signing keys: {0}")]
-    Keys(#[from] KeyError),
+    Keys(KeyError),
+}
+
+impl From<StoreError> for AdminError {
+    fn from(err: StoreError) -> Self {
+        Self::Store(err)
+    }
+}
+
+impl From<PasswordError> for AdminError {
+    fn from(err: PasswordError) -> Self {
+        Self::Password(err)
+    }
+}
+
+impl From<KeyError> for AdminError {
+    fn from(err: KeyError) -> Self {
+        Self::Keys(err)
+    }
 }
 
 async fn open_store(config: &Config) -> Result<SqliteStore, AdminError> {
@@ -100,20 +121,47 @@ fn has_signing_keys(dir: &Path) -> bool {
     })
 }
 
-/// The signing keys' ids, oldest first, and the active one; `None` before the first start.
-/// Never creates anything.
-pub fn list_signing_keys(config: &Config) -> Result<Option<(Vec<String>, String)>, AdminError> {
+/// The signing keys on disk, and what a running server does with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeys {
+    /// Every key's id, oldest first.
+    pub kids: Vec<String>,
+    /// The newest key: the one a server signs with from its next start.
+    pub newest: String,
+    /// The server running on the data dir, if any, with the key it signs with now (a key
+    /// rotated in after it started is not used until it restarts).
+    pub running: Option<RunningServer>,
+}
+
+fn running(config: &Config) -> Result<Option<RunningServer>, AdminError> {
+    running_server(&config.data_dir).map_err(|error| {
+        AdminError::Launch(LaunchError::DataDir {
+            path: paths::lock(&config.data_dir),
+            error,
+        })
+    })
+}
+
+/// The signing keys; `None` before the first start. Never creates anything.
+pub fn list_signing_keys(config: &Config) -> Result<Option<SigningKeys>, AdminError> {
     let dir = paths::signing_keys(&config.data_dir);
     if !has_signing_keys(&dir) {
         return Ok(None);
     }
     let ring = KeyRing::load_or_create(&dir)?;
-    Ok(Some((ring.kids(), ring.active_kid().to_owned())))
+    Ok(Some(SigningKeys {
+        kids: ring.kids(),
+        newest: ring.active_kid().to_owned(),
+        running: running(config)?,
+    }))
 }
 
-/// Adds a new signing key, active from the server's next start; older keys keep verifying
-/// until retired. On a fresh data dir this creates the first key. Returns the new key's id.
-pub async fn rotate_signing_key(config: &Config) -> Result<String, AdminError> {
+/// Adds a new signing key, used from the server's next start; older keys keep verifying
+/// until retired. On a fresh data dir this creates the first key. Returns the new key's id
+/// and the server running now, if any (it keeps signing with its key until it restarts).
+pub async fn rotate_signing_key(
+    config: &Config,
+) -> Result<(String, Option<RunningServer>), AdminError> {
     let dir = paths::signing_keys(&config.data_dir);
     prepare_data_dir(&config.data_dir)?;
     let fresh = !has_signing_keys(&dir);
@@ -124,14 +172,27 @@ pub async fn rotate_signing_key(config: &Config) -> Result<String, AdminError> {
         ring.rotate(&dir)?
     };
     record_cli(config, kind::ADMIN_KEY_ROTATED, &kid).await?;
-    Ok(kid)
+    Ok((kid, running(config)?))
 }
 
-/// Removes a signing key that is no longer active: tokens it signed stop verifying.
-pub async fn retire_signing_key(config: &Config, kid: &str) -> Result<(), AdminError> {
+/// Removes a signing key that no longer signs: tokens it signed stop verifying (at once for
+/// a server started later; a running server keeps the keys it loaded until it restarts). The
+/// newest key cannot be retired, nor, without `force`, the key a running server signs with:
+/// every session it has issued would end at its next restart.
+pub async fn retire_signing_key(config: &Config, kid: &str, force: bool) -> Result<(), AdminError> {
     let dir = paths::signing_keys(&config.data_dir);
     prepare_data_dir(&config.data_dir)?;
     let mut ring = KeyRing::load_or_create(&dir)?;
+    if let Some(server) = running(config)?.filter(|s| s.signing_kid == kid) {
+        if !force && kid != ring.active_kid() {
+            return Err(AdminError::Rejected(format!(
+                "key {kid} signs the running server's access tokens (pid {}): retired now, \
+                 every session it issued would end at its next restart. Restart the server \
+                 first (it then signs with the newest key), or retire it anyway with --force",
+                server.pid
+            )));
+        }
+    }
     ring.retire(&dir, kid)?;
     record_cli(config, kind::ADMIN_KEY_RETIRED, kid).await
 }

@@ -38,6 +38,7 @@ pub struct Config {
     /// Longest a request may take, reading its body included, in seconds (408 beyond).
     /// File uploads have `files.upload_timeout_secs` instead.
     pub request_timeout_secs: u32,
+    pub connections: ConnectionsConfig,
     pub auth: AuthConfig,
     pub rate_limits: RateLimitConfig,
     pub gateway: GatewayConfig,
@@ -59,6 +60,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             max_body_bytes: 64 * 1024,
             request_timeout_secs: 30,
+            connections: ConnectionsConfig::default(),
             auth: AuthConfig::default(),
             rate_limits: RateLimitConfig::default(),
             gateway: GatewayConfig::default(),
@@ -76,6 +78,40 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+/// Limits on the connections of every listener (API, metrics, MQTT), so that sockets that
+/// send nothing, or too little too slowly, cannot use up the server's file descriptors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsConfig {
+    /// Connections open at once over all listeners; beyond it new ones are closed at once.
+    /// Unset: the process's open-file limit less 256 descriptors kept for the database,
+    /// files and ML workers (see `docs/operations.md` for raising the limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_open: Option<usize>,
+    /// Connections open at once from one client address (IPv6 by /64). Unset: 1,000, or half
+    /// of `max_open` if that is less, so that one address never takes everything. Addresses
+    /// in `trusted_proxies` are not capped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_per_ip: Option<usize>,
+    /// A connection must send a complete HTTP request head within this many seconds of
+    /// opening, and of its previous response (so it also ends idle keep-alive connections).
+    pub header_timeout_secs: u32,
+    /// A write to a client that makes no progress for this many seconds ends the connection
+    /// (a client that stops reading its responses).
+    pub send_timeout_secs: u32,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            max_open: None,
+            max_per_ip: None,
+            header_timeout_secs: 10,
+            send_timeout_secs: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -316,6 +352,15 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             return fail("max_body_bytes must be at least 1024");
+        }
+        let conns = &self.connections;
+        if conns.max_open.is_some_and(|n| n < 2) || conns.max_per_ip == Some(0) {
+            return fail("connections.max_open must be at least 2 and max_per_ip at least 1");
+        }
+        if conns.header_timeout_secs == 0 || conns.send_timeout_secs == 0 {
+            return fail(
+                "connections.header_timeout_secs and send_timeout_secs must be at least 1",
+            );
         }
         if self.auth.access_token_ttl_secs < 60 {
             return fail("auth.access_token_ttl_secs must be at least 60");

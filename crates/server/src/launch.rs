@@ -5,16 +5,14 @@
 //! background tasks, all until the shutdown token is cancelled. It returns once in-flight
 //! requests have drained and every task has finished.
 
-use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use unhidra_store::StoreError;
@@ -27,13 +25,15 @@ use crate::audit::Audit;
 use crate::auth::password::{PasswordError, Passwords};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
+use crate::connections::{serve_http, Acceptor, ConnectionLimits, HttpTimeouts};
+use crate::data_dir::{paths, prepare_data_dir, ServerLock};
 use crate::devices::ingest::TelemetryIngest;
 use crate::files::blobs::BlobStore;
 use crate::gateway::hub::LocalHub;
 use crate::gateway::Gateway;
 use crate::rate_limit::RateLimits;
 use crate::state::AppState;
-use crate::tls::{TlsError, TlsListener};
+use crate::tls::TlsError;
 
 /// The sockets the server serves on, bound by the caller (tests bind port 0).
 #[derive(Debug)]
@@ -45,27 +45,38 @@ pub struct Listeners {
     pub mqtt: Option<TcpListener>,
 }
 
+/// Why the server could not start. Each message carries its cause's text, and no variant
+/// also exposes that cause as `source()`: the binary prints the chain, which would say it
+/// twice.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("data dir {path}: {source}")]
+    #[error("data dir {}: {error}", path.display())]
     DataDir {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
-        "data dir {path} is accessible by other users (mode {mode:o}); run `chmod 700 {path}`"
+        "data dir {} is accessible by other users (mode {mode:o}); run `chmod 700 {}`",
+        path.display(),
+        path.display()
     )]
     DataDirTooOpen { path: PathBuf, mode: u32 },
+    #[error(
+        "data dir {} is in use by another unhidra server{}",
+        path.display(),
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    DataDirInUse { path: PathBuf, pid: Option<u32> },
     #[error("store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("signing keys: {0}")]
-    Keys(#[from] KeyError),
+    Keys(KeyError),
     #[error("device key pepper: {0}")]
-    Pepper(#[from] KeyFileError),
+    Pepper(KeyFileError),
     #[error("password hashing: {0}")]
-    Password(#[from] PasswordError),
+    Password(PasswordError),
     /// Its messages name the files and say "TLS" themselves.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -73,45 +84,28 @@ pub enum LaunchError {
     Serve(std::io::Error),
 }
 
-/// Where things live inside the data dir.
-pub mod paths {
-    use std::path::{Path, PathBuf};
-
-    pub fn database(data_dir: &Path) -> PathBuf {
-        data_dir.join("unhidra.db")
-    }
-    pub fn signing_keys(data_dir: &Path) -> PathBuf {
-        data_dir.join("keys")
-    }
-    pub fn device_key_pepper(data_dir: &Path) -> PathBuf {
-        data_dir.join("device-key.pepper")
-    }
-    pub fn files(data_dir: &Path) -> PathBuf {
-        data_dir.join("files")
+impl From<StoreError> for LaunchError {
+    fn from(err: StoreError) -> Self {
+        Self::Store(err)
     }
 }
 
-/// Creates the data dir with mode 0700, or checks that an existing one is not open to others.
-pub fn prepare_data_dir(dir: &Path) -> Result<(), LaunchError> {
-    let io = |source| LaunchError::DataDir {
-        path: dir.to_owned(),
-        source,
-    };
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io)?;
+impl From<KeyError> for LaunchError {
+    fn from(err: KeyError) -> Self {
+        Self::Keys(err)
     }
-    let mode = std::fs::metadata(dir).map_err(io)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(LaunchError::DataDirTooOpen {
-            path: dir.to_owned(),
-            mode,
-        });
+}
+
+impl From<KeyFileError> for LaunchError {
+    fn from(err: KeyFileError) -> Self {
+        Self::Pepper(err)
     }
-    Ok(())
+}
+
+impl From<PasswordError> for LaunchError {
+    fn from(err: PasswordError) -> Self {
+        Self::Password(err)
+    }
 }
 
 /// Runs the server with the system clock.
@@ -137,9 +131,12 @@ pub async fn launch_with_clock(
         _ => None,
     };
     prepare_data_dir(&config.data_dir)?;
+    // Held until `launch` returns: one server per data dir.
+    let mut lock = ServerLock::acquire(&config.data_dir)?;
     let sqlite = SqliteStore::open(&paths::database(&config.data_dir)).await?;
     let store: Arc<dyn unhidra_store::Store> = Arc::new(sqlite.clone());
     let keys = KeyRing::load_or_create(&paths::signing_keys(&config.data_dir))?;
+    lock.record(keys.active_kid())?;
     let tokens = AccessTokens::new(
         keys,
         config.auth.issuer.clone(),
@@ -148,15 +145,26 @@ pub async fn launch_with_clock(
     );
     let device_keys = DeviceKeyHasher::load_or_create(&paths::device_key_pepper(&config.data_dir))?;
     let files_dir = paths::files(&config.data_dir);
-    let files = BlobStore::open(&files_dir).map_err(|source| LaunchError::DataDir {
+    let files = BlobStore::open(&files_dir).map_err(|error| LaunchError::DataDir {
         path: files_dir,
-        source,
+        error,
     })?;
     let passwords = Passwords::new(
         config.auth.hash_concurrency,
         Duration::from_secs(u64::from(config.auth.hash_queue_timeout_secs)),
     )?;
     let prometheus = crate::metrics::install();
+    let limits = Arc::new(ConnectionLimits::new(
+        &config.connections,
+        &config.trusted_proxies,
+    ));
+    tracing::info!(
+        max_open = limits.max_open(),
+        max_per_ip = limits.max_per_ip(),
+        open_file_limit = ?crate::connections::open_file_limit(),
+        "connection limits"
+    );
+    let timeouts = HttpTimeouts::from(&config.connections);
     let hub = Arc::new(LocalHub::new(config.gateway.channel_buffer));
     let grace = Duration::from_millis(config.gateway.shutdown_grace_ms);
 
@@ -202,15 +210,8 @@ pub async fn launch_with_clock(
             "/metrics",
             get(move || std::future::ready(prometheus.render())),
         );
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            if let Err(err) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %err, "metrics listener failed");
-            }
-        });
+        let acceptor = Acceptor::new(listener, Arc::clone(&limits), "metrics");
+        tasks.spawn(serve_http(acceptor, None, app, timeouts, shutdown.clone()));
     }
 
     if let Some(listener) = listeners.mqtt {
@@ -218,7 +219,7 @@ pub async fn launch_with_clock(
         let scheme = if tls.is_some() { "mqtts" } else { "mqtt" };
         tracing::info!(%addr, scheme, "MQTT listening");
         tasks.spawn(crate::mqtt::listener::serve(
-            listener,
+            Acceptor::new(listener, Arc::clone(&limits), "mqtt"),
             tls.clone(),
             Arc::clone(&state),
         ));
@@ -233,31 +234,17 @@ pub async fn launch_with_clock(
     let addr = listeners.api.local_addr().map_err(LaunchError::Serve)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, scheme, "API listening");
-    let app = crate::http::api_router(Arc::clone(&state))
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let drained = shutdown.clone().cancelled_owned();
-    let served = match tls {
-        // `tap_io` also gives the TLS listener axum's `ConnectInfo<SocketAddr>`, which
-        // `ClientIp` reads.
-        Some(tls) => {
-            let listener = TlsListener::new(listeners.api, tls).tap_io(crate::tls::set_nodelay);
-            axum::serve(listener, app)
-                .with_graceful_shutdown(drained)
-                .await
-        }
-        // Small frames (acks, deliveries) must not wait for Nagle's algorithm.
-        None => {
-            let listener = listeners.api.tap_io(|tcp| {
-                if let Err(err) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %err, "could not set TCP_NODELAY");
-                }
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(drained)
-                .await
-        }
-    };
-    // However the API listener ended, everything else stops with it. Sessions close with
+    let app = crate::http::api_router(Arc::clone(&state));
+    let acceptor = Acceptor::new(listeners.api, limits, "api");
+    serve_http(
+        acceptor,
+        tls.map(TlsAcceptor::from),
+        app,
+        timeouts,
+        shutdown.clone(),
+    )
+    .await;
+    // The API listener has drained; everything else stops with it. Sessions close with
     // 1001 and flush what they owe; one that cannot within the grace period is abandoned.
     shutdown.cancel();
     state.gateway.sessions.close();
@@ -279,8 +266,9 @@ pub async fn launch_with_clock(
         ml.shutdown().await;
     }
     sqlite.close().await;
+    drop(lock);
     tracing::info!("stopped");
-    served.map_err(LaunchError::Serve)
+    Ok(())
 }
 
 /// Periodic clean-up: forgets recovered rate-limit keys and channel rings nobody listens

@@ -10,6 +10,8 @@ pub mod auth;
 pub mod chat;
 pub mod clock;
 pub mod config;
+pub mod connections;
+pub mod data_dir;
 pub mod devices;
 pub mod files;
 pub mod gateway;
@@ -26,4 +28,5 @@ pub mod web;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;
-pub use launch::{launch, launch_with_clock, paths, prepare_data_dir, LaunchError, Listeners};
+pub use data_dir::{paths, prepare_data_dir};
+pub use launch::{launch, launch_with_clock, LaunchError, Listeners};

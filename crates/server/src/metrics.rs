@@ -12,6 +12,11 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+/// Open connections per listener (`api`, `metrics`, `mqtt`), from accept to close.
+pub const CONNECTIONS_OPEN: &str = "connections_open";
+/// Connections closed at once because a limit was reached (`reason`: `server_full`,
+/// `per_address`).
+pub const CONNECTIONS_REFUSED: &str = "connections_refused_total";
 pub const HTTP_REQUEST_DURATION: &str = "http_request_duration_seconds";
 pub const LOGIN_ATTEMPTS: &str = "auth_login_attempts_total";
 pub const PASSWORD_HASH_DURATION: &str = "auth_password_hash_duration_seconds";
@@ -95,6 +100,8 @@ pub fn install() -> PrometheusHandle {
 
 /// What each metric counts, as `# HELP` says it (docs/api.md lists them too).
 pub const DESCRIPTIONS: &[(&str, &str)] = &[
+    (CONNECTIONS_OPEN, "Open connections per listener (api, metrics, mqtt), from accept to close"),
+    (CONNECTIONS_REFUSED, "Connections closed at once because a limit was reached, by listener and reason (server_full, per_address)"),
     (
         HTTP_REQUEST_DURATION,
         "API requests by route template, method and status",
@@ -212,6 +219,17 @@ pub type Labels = &'static [(&'static str, &'static str)];
 /// with their first event), and the gauges.
 pub const KNOWN_SERIES: &[(&str, &[Labels])] = &[
     (
+        CONNECTIONS_REFUSED,
+        &[
+            &[("listener", "api"), ("reason", "server_full")],
+            &[("listener", "api"), ("reason", "per_address")],
+            &[("listener", "metrics"), ("reason", "server_full")],
+            &[("listener", "metrics"), ("reason", "per_address")],
+            &[("listener", "mqtt"), ("reason", "server_full")],
+            &[("listener", "mqtt"), ("reason", "per_address")],
+        ],
+    ),
+    (
         LOGIN_ATTEMPTS,
         &[
             &[("result", "ok")],
@@ -319,6 +337,16 @@ pub const KNOWN_SERIES: &[(&str, &[Labels])] = &[
     (crate::ml::MODERATION_FLAGGED, &[&[]]),
 ];
 
+/// Gauges with labels, registered at 0 with each label set.
+const LABELLED_GAUGES: &[(&str, &[Labels])] = &[(
+    CONNECTIONS_OPEN,
+    &[
+        &[("listener", "api")],
+        &[("listener", "metrics")],
+        &[("listener", "mqtt")],
+    ],
+)];
+
 /// Gauges, registered at 0.
 const GAUGES: &[&str] = &[
     GATEWAY_CONNECTIONS_ACTIVE,
@@ -336,7 +364,7 @@ const HISTOGRAMS: &[&str] = &[
 
 fn describe_and_register() {
     for (name, help) in DESCRIPTIONS {
-        if GAUGES.contains(name) {
+        if GAUGES.contains(name) || LABELLED_GAUGES.iter().any(|(gauge, _)| gauge == name) {
             metrics::describe_gauge!(*name, *help);
         } else if HISTOGRAMS.contains(name) {
             metrics::describe_histogram!(*name, metrics::Unit::Seconds, *help);
@@ -355,6 +383,15 @@ fn describe_and_register() {
     }
     for name in GAUGES {
         metrics::gauge!(*name).set(0.0);
+    }
+    for (name, label_sets) in LABELLED_GAUGES {
+        for labels in *label_sets {
+            let labels: Vec<metrics::Label> = labels
+                .iter()
+                .map(|(key, value)| metrics::Label::new(*key, *value))
+                .collect();
+            metrics::gauge!(*name, labels).set(0.0);
+        }
     }
 }
 

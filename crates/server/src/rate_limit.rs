@@ -156,7 +156,7 @@ fn refuse_ws(kind: &'static str, wait: std::time::Duration) -> ApiError {
 }
 
 /// The key an address is counted under: itself for IPv4, its /64 for IPv6.
-fn bucket(ip: IpAddr) -> IpAddr {
+pub(crate) fn bucket(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

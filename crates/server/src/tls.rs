@@ -6,34 +6,20 @@
 //! server speaks HTTP/1.1, which WebSocket upgrades need anyway). The key file must be a
 //! regular file that group and others cannot access, the same rule as every other key file.
 //!
-//! [`TlsListener`] is an [`axum::serve::Listener`]: `axum::serve` keeps serving, draining and
-//! connection-info exactly as on plain TCP. Handshakes run concurrently inside the listener,
-//! each bounded by [`HANDSHAKE_TIMEOUT`], so a client that stalls or fails its handshake never
-//! holds up the next one; at most [`MAX_PENDING_HANDSHAKES`] run at once, beyond which new
-//! connections wait in the kernel's backlog.
+//! Handshakes run in each connection's own task, bounded by
+//! [`connections::HANDSHAKE_TIMEOUT`](crate::connections::HANDSHAKE_TIMEOUT) and counted under
+//! the connection limits, so a client that stalls or fails its handshake never holds up the
+//! next one (see [`connections`](crate::connections)).
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
-use futures::FutureExt;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 use secrecy::{ExposeSecret, SecretSlice};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 use unhidra_tokens::keyfile::{self, KeyFileError};
-
-/// How long a client has to complete its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; further connections wait in the listen backlog.
-pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 
 /// Why the TLS configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -113,107 +99,4 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         });
     }
     Ok(chain)
-}
-
-/// A handshake in progress: the finished stream and peer, or `None` if it failed.
-type Handshake = BoxFuture<'static, Option<(TlsStream<TcpStream>, SocketAddr)>>;
-
-/// A TCP listener that hands out connections whose TLS handshake has completed.
-pub struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-    handshakes: FuturesUnordered<Handshake>,
-}
-
-impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> Self {
-        Self {
-            tcp,
-            acceptor: TlsAcceptor::from(config),
-            handshakes: FuturesUnordered::new(),
-        }
-    }
-}
-
-impl std::fmt::Debug for TlsListener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsListener")
-            .field("tcp", &self.tcp)
-            .field("handshakes", &self.handshakes.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    /// Accepts TCP connections and drives their handshakes side by side, returning the first
-    /// that completes. Cancel-safe: `axum::serve` drops this future when it stops accepting.
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let room = self.handshakes.len() < MAX_PENDING_HANDSHAKES;
-            tokio::select! {
-                accepted = self.tcp.accept(), if room => match accepted {
-                    Ok((tcp, peer)) => {
-                        self.handshakes.push(handshake(self.acceptor.clone(), tcp, peer).boxed());
-                    }
-                    Err(err) => accept_error(err).await,
-                },
-                Some(done) = self.handshakes.next() => {
-                    if let Some(connection) = done {
-                        return connection;
-                    }
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
-}
-
-async fn handshake(
-    acceptor: TlsAcceptor,
-    tcp: TcpStream,
-    peer: SocketAddr,
-) -> Option<(TlsStream<TcpStream>, SocketAddr)> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => Some((tls, peer)),
-        // Scanners, plain-HTTP clients and clients that do not trust the certificate end up
-        // here; they are routine, not errors of the server.
-        Ok(Err(err)) => {
-            tracing::debug!(%peer, error = %err, "TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            None
-        }
-    }
-}
-
-/// As `axum::serve` does for plain TCP: a connection that died before it was accepted is
-/// skipped; anything else (such as running out of file descriptors) is logged, and accepting
-/// pauses for a second rather than spinning.
-async fn accept_error(err: io::Error) {
-    if matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    ) {
-        return;
-    }
-    tracing::error!(error = %err, "accepting a connection failed");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-}
-
-/// Sets `TCP_NODELAY` on an accepted connection: small TLS records (WebSocket frames, acks)
-/// go out at once instead of waiting on Nagle's algorithm.
-pub fn set_nodelay(stream: &mut TlsStream<TcpStream>) {
-    if let Err(err) = stream.get_ref().0.set_nodelay(true) {
-        tracing::debug!(error = %err, "could not set TCP_NODELAY");
-    }
 }

@@ -99,8 +99,14 @@ pub enum KeysCommand {
     /// Add a new signing key. The server signs with it from its next start; tokens signed
     /// with older keys keep verifying until those keys are retired.
     Rotate,
-    /// Remove an old signing key: tokens it signed stop verifying.
-    Retire { kid: String },
+    /// Remove an old signing key: tokens it signed stop verifying. The key a running server
+    /// signs with is refused unless `--force` (its sessions would end at its next restart).
+    Retire {
+        kid: String,
+        /// Retire it even though the running server signs with it.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 impl Cli {

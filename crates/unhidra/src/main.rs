@@ -65,26 +65,56 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(KeysCommand::List) => {
-            let Some((kids, active)) = admin::list_signing_keys(&config)? else {
+            let Some(keys) = admin::list_signing_keys(&config)? else {
                 println!("no signing keys yet; the first is created when the server starts");
                 return Ok(());
             };
-            for kid in kids {
-                let mark = if kid == active { "  (active)" } else { "" };
-                println!("{kid}{mark}");
+            for kid in &keys.kids {
+                println!("{kid}{}", key_mark(&keys, kid));
             }
             Ok(())
         }
         Command::Keys(KeysCommand::Rotate) => {
-            let kid = admin::rotate_signing_key(&config).await?;
-            println!("added signing key {kid}; restart the server to sign with it");
+            let (kid, running) = admin::rotate_signing_key(&config).await?;
+            match running {
+                Some(server) if server.signing_kid != kid => println!(
+                    "added signing key {kid}; the running server (pid {}) signs with {} \
+                     until it restarts",
+                    server.pid, server.signing_kid
+                ),
+                Some(_) => println!("added signing key {kid}; the running server signs with it"),
+                None => println!(
+                    "added signing key {kid}; the server signs with it from its next start"
+                ),
+            }
             Ok(())
         }
-        Command::Keys(KeysCommand::Retire { kid }) => {
-            admin::retire_signing_key(&config, &kid).await?;
+        Command::Keys(KeysCommand::Retire { kid, force }) => {
+            admin::retire_signing_key(&config, &kid, force).await?;
             println!("retired signing key {kid}");
             Ok(())
         }
+    }
+}
+
+/// What `keys list` says of a key: `(active)` for the key that signs, or, while a running
+/// server still signs with an older key, which one signs now and which from its restart.
+fn key_mark(keys: &admin::SigningKeys, kid: &str) -> String {
+    match &keys.running {
+        Some(server) if server.signing_kid != keys.newest => {
+            if kid == server.signing_kid {
+                format!(
+                    "  (active: the running server, pid {}, signs with it)",
+                    server.pid
+                )
+            } else if kid == keys.newest {
+                "  (newest: signs from the server's next start)".to_owned()
+            } else {
+                String::new()
+            }
+        }
+        _ if kid == keys.newest => "  (active)".to_owned(),
+        _ => String::new(),
     }
 }
 
@@ -102,7 +132,31 @@ fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// Raises the soft open-file limit to the hard one, as Go's runtime and many servers do:
+/// the usual soft default (1024) is meant to be raised by programs that need more, and
+/// every connection is a descriptor. The connection limits are derived from the result.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::debug!(from = ?limit.current, to = ?limit.maximum, "raised the open-file limit")
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, soft = ?limit.current, "could not raise the open-file limit")
+        }
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let api = bind(config.listen)
         .with_context(|| format!("binding the API listener on {}", config.listen))?;
     let metrics = bind(config.metrics_listen)

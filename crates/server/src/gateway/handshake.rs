@@ -184,8 +184,7 @@ pub async fn upgrade(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(256).collect());
-    let gw = &state.config.gateway;
-    let max = gw.max_message_bytes;
+    let max_message_bytes = state.config.gateway.max_message_bytes;
     let start = SessionStart {
         principal,
         session_id,
@@ -195,13 +194,7 @@ pub async fn upgrade(
     };
     let sessions = state.gateway.sessions.clone();
     let state = state.clone();
-    Ok(upgrade
-        .protocols([PROTOCOL])
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(64 * 1024)
-        .max_write_buffer_size(1024 * 1024)
-        .max_message_size(max)
-        .max_frame_size(max)
+    Ok(super::socket::configure(upgrade, max_message_bytes)
         .on_upgrade(move |socket| sessions.track_future(session::run(socket, state, start)))
         .into_response())
 }

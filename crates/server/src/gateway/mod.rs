@@ -3,6 +3,8 @@
 //! - [`handshake`]: rate limits, origin check and authentication from
 //!   `Sec-WebSocket-Protocol`, all before the upgrade.
 //! - [`session`]: one connection's loop: frames in, acks and deliveries out, pings, limits.
+//! - [`socket`]: the WebSocket's settings, what a read means (close codes for protocol
+//!   violations) and closing; shared with the conformance echo (`examples/ws_echo.rs`).
 //! - [`registry`]: every live connection, and closing them from the server side.
 //! - [`hub`]: fan-out of stored messages to subscribed sessions (the seam for NATS).
 //! - [`presence`]: who is online, away or offline.
@@ -12,6 +14,7 @@ pub mod hub;
 pub mod presence;
 pub mod registry;
 pub mod session;
+pub mod socket;
 
 use std::sync::Arc;
 

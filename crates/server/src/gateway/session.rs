@@ -18,7 +18,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{FutureExt, SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -30,6 +30,7 @@ use unhidra_proto::ErrorCode;
 
 use super::hub::Delivery;
 use super::registry::{Connection, Control, NewConnection};
+use super::socket::{self, Inbound, Violation};
 use crate::chat;
 use crate::chat::events::{announce_presence, event_frame, publish_passing, user_topic};
 use crate::state::SharedState;
@@ -54,6 +55,8 @@ pub struct SessionStart {
 enum End {
     /// Close the socket with this code and reason.
     Close(u16, &'static str),
+    /// The peer sent its Close: answer it, then close.
+    PeerClosed,
     /// The peer is gone or stuck: just drop the connection.
     Drop,
 }
@@ -109,18 +112,6 @@ impl Out {
             }
             _ => Err(End::Drop),
         }
-    }
-
-    async fn close(&mut self, code: u16, reason: &'static str) {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
-        let send = async {
-            let _ = self.sink.send(Message::Close(Some(frame))).await;
-            let _ = self.sink.close().await;
-        };
-        let _ = tokio::time::timeout(self.write_timeout, send).await;
     }
 }
 
@@ -226,19 +217,20 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
     }
     // The device goes offline with its last link.
     drop(session.device.take());
-    if let End::Close(code, reason) = end {
-        session.out.close(code, reason).await;
-        // The closing handshake: read (and discard) until the client's close, so the
-        // socket is not reset under the close frame while the client still sends.
-        let drain = async {
-            while let Some(Ok(frame)) = stream.next().await {
-                if matches!(frame, Message::Close(_)) {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(session.out.write_timeout.min(Duration::from_secs(2)), drain)
+    let write_timeout = session.out.write_timeout;
+    match end {
+        End::Close(code, reason) => {
+            socket::close(
+                &mut session.out.sink,
+                &mut stream,
+                code,
+                reason,
+                write_timeout,
+            )
             .await;
+        }
+        End::PeerClosed => socket::answer_close(&mut session.out.sink, write_timeout).await,
+        End::Drop => {}
     }
     metrics::gauge!(crate::metrics::GATEWAY_CONNECTIONS_ACTIVE).decrement(1.0);
     tracing::debug!(connection = %connection.id, "websocket closed");
@@ -323,14 +315,9 @@ impl Session {
     }
 
     async fn inbound(&mut self, frame: Option<Result<Message, axum::Error>>) -> Result<(), End> {
-        let message = match frame {
-            None => return Err(End::Drop),
-            Some(Ok(message)) => message,
-            Some(Err(err)) => return self.read_error(&err).await,
-        };
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Binary(_) => {
+        let text = match socket::inbound(frame) {
+            Inbound::Text(text) => text,
+            Inbound::Binary(_) => {
                 self.count_in();
                 self.admit()?;
                 return self
@@ -343,8 +330,10 @@ impl Session {
                     .await;
             }
             // tungstenite answers pings itself; a pong is liveness, already noted.
-            Message::Ping(_) | Message::Pong(_) => return Ok(()),
-            Message::Close(_) => return Err(End::Drop),
+            Inbound::Control => return Ok(()),
+            Inbound::PeerClosed => return Err(End::PeerClosed),
+            Inbound::Gone => return Err(End::Drop),
+            Inbound::Violation(violation) => return self.violation(violation).await,
         };
         self.count_in();
         if !self.admit()? {
@@ -889,30 +878,19 @@ impl Session {
 }
 
 impl Session {
-    /// What a read error means for the connection (the read side is finished after any):
-    /// an oversized message is closed with 1009; a text frame that is not UTF-8 gets an
-    /// `error` frame and then 1007, as RFC 6455 requires; anything else (reset, protocol
-    /// violation) ends it.
-    async fn read_error(&mut self, err: &axum::Error) -> Result<(), End> {
-        use std::error::Error as _;
-        use tungstenite::error::{CapacityError, Error as WsError};
-        let inner = err.source().and_then(|s| s.downcast_ref::<WsError>());
-        tracing::debug!(error = %err, "websocket read failed");
-        match inner {
-            Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
-                Err(End::Close(close::TOO_BIG, "message too big"))
-            }
-            Some(WsError::Utf8(_)) => {
-                self.out
-                    .error(
-                        ErrorCode::UnsupportedFrame,
-                        "text frames must be valid UTF-8",
-                        None,
-                    )
-                    .await?;
-                Err(End::Close(close::INVALID_PAYLOAD, "invalid UTF-8"))
-            }
-            _ => Err(End::Drop),
+    /// A read that broke the protocol ends the connection with its close code (1002, 1009,
+    /// 1007); a text frame that is not UTF-8 also gets an `error` frame first, so the client
+    /// reads why in the gateway's own terms.
+    async fn violation(&mut self, violation: Violation) -> Result<(), End> {
+        if violation.code == close::INVALID_PAYLOAD {
+            self.out
+                .error(
+                    ErrorCode::UnsupportedFrame,
+                    "text frames must be valid UTF-8",
+                    None,
+                )
+                .await?;
         }
+        Err(End::Close(violation.code, violation.reason))
     }
 }

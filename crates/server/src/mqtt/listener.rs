@@ -1,54 +1,40 @@
 //! The native MQTT listener: accepts connections (plain TCP, or TLS with the API's
-//! certificate) and runs a [`session`](super::session) for each, on the gateway's task
-//! tracker so that shutdown waits for them like for WebSocket sessions.
+//! certificate) under the shared connection limits and runs a [`session`](super::session) for
+//! each, on the gateway's task tracker so that shutdown waits for them like for WebSocket
+//! sessions.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::{Listener, ListenerExt};
 use rustls::ServerConfig;
-use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
+use crate::connections::{open, Acceptor};
 use crate::state::SharedState;
-use crate::tls::TlsListener;
 
-/// Serves MQTT on `tcp` until shutdown; over TLS when `tls` is given.
-pub async fn serve(tcp: TcpListener, tls: Option<Arc<ServerConfig>>, state: SharedState) {
-    match tls {
-        Some(tls) => {
-            // MQTT clients either send no ALPN or their own ("mqtt", vendors' names): offer
-            // none, so that rustls accepts any (HTTP's list would refuse them).
-            let mut config = (*tls).clone();
-            config.alpn_protocols.clear();
-            let listener = TlsListener::new(tcp, Arc::new(config)).tap_io(crate::tls::set_nodelay);
-            accept_loop(listener, state).await;
-        }
-        None => {
-            let listener = tcp.tap_io(|tcp| {
-                if let Err(err) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %err, "could not set TCP_NODELAY");
-                }
-            });
-            accept_loop(listener, state).await;
-        }
-    }
-}
-
-async fn accept_loop<L>(mut listener: L, state: SharedState)
-where
-    L: Listener<Addr = SocketAddr>,
-{
+/// Serves MQTT on `acceptor` until shutdown; over TLS when `tls` is given.
+pub async fn serve(mut acceptor: Acceptor, tls: Option<Arc<ServerConfig>>, state: SharedState) {
+    // MQTT clients either send no ALPN or their own ("mqtt", vendors' names): offer none, so
+    // that rustls accepts any (HTTP's list would refuse them).
+    let tls = tls.map(|tls| {
+        let mut config = (*tls).clone();
+        config.alpn_protocols.clear();
+        TlsAcceptor::from(Arc::new(config))
+    });
     let shutdown = state.gateway.shutdown.clone();
     loop {
-        // `accept` retries failed accepts itself (EMFILE and the like) after a pause.
-        let (io, peer) = tokio::select! {
+        let (tcp, peer, admitted) = tokio::select! {
             () = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            accepted = acceptor.accept() => accepted,
         };
         let session_state = state.clone();
-        state
-            .gateway
-            .sessions
-            .spawn(super::session::serve(io, peer, session_state));
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
+        state.gateway.sessions.spawn(async move {
+            // Holds the connection's place under the limits until the session ends.
+            let _admitted = admitted;
+            if let Some(stream) = open(tls.as_ref(), tcp, peer, &shutdown).await {
+                super::session::serve(stream, peer, session_state).await;
+            }
+        });
     }
 }

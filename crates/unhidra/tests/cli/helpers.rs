@@ -57,8 +57,18 @@ pub struct Process {
 
 /// The `unhidra` binary with a clean, predictable environment: no inherited `UNHIDRA_*`
 /// settings, `info` logs, no backtraces or colours in error output.
-fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_unhidra"));
+/// With a `wrapper` (such as `prlimit --nofile=1024:1024 --`, which must exec it), the binary
+/// is run by that.
+fn command_under(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Command {
+    let binary = env!("CARGO_BIN_EXE_unhidra");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(wrapper_args).arg(binary);
+            cmd
+        }
+        None => Command::new(binary),
+    };
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("UNHIDRA_") {
             cmd.env_remove(key);
@@ -103,7 +113,18 @@ impl Process {
         cwd: Option<&Path>,
         stdin: Option<&str>,
     ) -> Process {
-        let mut cmd = command(args, env);
+        Self::spawn_under(&[], args, env, cwd, stdin)
+    }
+
+    /// [`spawn`](Self::spawn) with the binary run by `wrapper` (see [`command_under`]).
+    pub fn spawn_under(
+        wrapper: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+        cwd: Option<&Path>,
+        stdin: Option<&str>,
+    ) -> Process {
+        let mut cmd = command_under(wrapper, args, env);
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
@@ -355,6 +376,16 @@ impl Server {
     /// Starts `unhidra serve` on `data_dir` with ports 0 and JSON logs, plus `extra_args`
     /// and `env`, and waits (bounded) until it logs both of its addresses.
     pub async fn start(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_under(&[], data_dir, extra_args, env).await
+    }
+
+    /// [`start`](Self::start) with the binary run by `wrapper` (such as `prlimit`).
+    pub async fn start_under(
+        wrapper: &[&str],
+        data_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut args = vec!["serve"];
         args.extend(data_dir_args(data_dir));
         args.extend([
@@ -366,7 +397,7 @@ impl Server {
             "json",
         ]);
         args.extend(extra_args);
-        let mut process = Process::spawn(&args, env, None, None);
+        let mut process = Process::spawn_under(wrapper, &args, env, None, None);
         let deadline = Instant::now() + START_TIMEOUT;
         let (api, metrics_addr) = loop {
             let records = process.json_lines();

@@ -125,3 +125,97 @@ async fn key_commands_on_a_fresh_data_dir_create_no_surprises() {
     assert!(keys[0].1);
     assert!(line.contains(&keys[0].0), "{line}");
 }
+
+/// The keys commands know what a running server does: it signs with the key it loaded until
+/// it restarts, so `rotate` and `list` say so, and retiring that key is refused without
+/// `--force` (its sessions would end at the next restart). Every refusal is said once.
+#[tokio::test]
+async fn key_commands_tell_what_the_running_server_signs_with() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let dir = data_dir_args(&data);
+    let server = Server::start(&data, &[], &[]).await;
+    server.register("alice", PASSWORD).await;
+    let k1 = jwt_kid(&server.login("alice", PASSWORD).await.access);
+    assert_eq!(list_keys(&data).await, vec![(k1.clone(), true)]);
+
+    let rotated = cli(&["keys", "rotate", dir[0], dir[1]], &[], None).await;
+    let line = rotated.ok().trim().to_owned();
+    let k2 = line
+        .strip_prefix("added signing key ")
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("no new kid in {line:?}"))
+        .to_owned();
+    let pid = server.process.pid();
+    assert!(
+        line.contains(&format!(
+            "the running server (pid {pid}) signs with {k1} until it restarts"
+        )),
+        "{line}"
+    );
+    // The running server still signs with k1.
+    assert_eq!(jwt_kid(&server.login("alice", PASSWORD).await.access), k1);
+    let listed = cli(&["keys", "list", dir[0], dir[1]], &[], None).await;
+    let text = listed.ok().to_owned();
+    assert!(
+        text.contains(&format!(
+            "{k1}  (active: the running server, pid {pid}, signs with it)"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{k2}  (newest: signs from the server's next start)"
+        )),
+        "{text}"
+    );
+
+    // Retiring the key the server signs with is refused, said once, and changes nothing.
+    let refused = cli(&["keys", "retire", &k1, dir[0], dir[1]], &[], None).await;
+    let message = refused.failed();
+    assert!(
+        message.contains("signs the running server's access tokens"),
+        "{message}"
+    );
+    assert_eq!(message.matches(&k1).count(), 1, "{message}");
+    assert_eq!(
+        cli(&["keys", "list", dir[0], dir[1]], &[], None)
+            .await
+            .ok()
+            .lines()
+            .count(),
+        2
+    );
+    // The newest key cannot be retired either; that refusal too is said once.
+    let refused = cli(&["keys", "retire", &k2, dir[0], dir[1]], &[], None).await;
+    let message = refused.failed();
+    assert!(message.contains("active signing key"), "{message}");
+    assert_eq!(
+        message.matches("active signing key").count(),
+        1,
+        "{message}"
+    );
+
+    // After a restart the server signs with k2, and k1 may go.
+    server.stop().await;
+    let server = Server::start(&data, &[], &[]).await;
+    assert_eq!(jwt_kid(&server.login("alice", PASSWORD).await.access), k2);
+    cli(&["keys", "retire", &k1, dir[0], dir[1]], &[], None)
+        .await
+        .ok();
+    assert_eq!(list_keys(&data).await, vec![(k2.clone(), true)]);
+
+    // --force retires the running server's key when the operator means it (a leaked key):
+    // rotate, then force out the key still in use.
+    let rotated = cli(&["keys", "rotate", dir[0], dir[1]], &[], None).await;
+    rotated.ok();
+    let forced = cli(
+        &["keys", "retire", &k2, "--force", dir[0], dir[1]],
+        &[],
+        None,
+    )
+    .await;
+    forced.ok();
+    assert_eq!(list_keys(&data).await.len(), 1);
+    server.stop().await;
+}

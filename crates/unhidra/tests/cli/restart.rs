@@ -46,3 +46,46 @@ async fn restart_keeps_users_devices_sessions_and_keys() {
 
     second.stop().await;
 }
+
+/// Two servers on one data dir would each keep their own state of one database: the second
+/// refuses to start and names the first; once the first has stopped, a new one starts.
+#[tokio::test]
+async fn a_second_server_on_the_same_data_dir_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let first = Server::start(&data, &[], &[]).await;
+    let dir = crate::helpers::data_dir_args(&data);
+    let second = crate::helpers::cli(
+        &[
+            "serve",
+            dir[0],
+            dir[1],
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+        None,
+    )
+    .await;
+    let message = second.failed();
+    let pid = first.process.pid();
+    assert!(
+        message.contains(&format!("is in use by another unhidra server (pid {pid})")),
+        "{message}"
+    );
+    first.stop().await;
+    Server::start(&data, &[], &[]).await.stop().await;
+}
+
+/// After a SIGKILL the kernel has released the claim: the next start needs no clean-up.
+#[tokio::test]
+async fn a_killed_servers_claim_on_the_data_dir_goes_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut first = Server::start(&data, &[], &[]).await;
+    first.sigkill();
+    first.wait_exit(std::time::Duration::from_secs(10)).await;
+    Server::start(&data, &[], &[]).await.stop().await;
+}
