@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv/ with exactly the pinned packages of tests/python/requirements.txt.
+# Creates .venv/ with exactly the pinned packages of tests/python/requirements.txt, or
+# another venv from another pinned file: `setup-python.sh REQUIREMENTS VENV`.
 #
 # Idempotent and fast when nothing changed: a stamp in .venv records the hash of the
 # requirements and the interpreter's version; when either differs (or the venv is broken),
@@ -8,8 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-requirements=tests/python/requirements.txt
-venv=.venv
+requirements="${1:-tests/python/requirements.txt}"
+venv="${2:-.venv}"
 stamp="$venv/.requirements-stamp"
 python="${PYTHON:-python3}"
 

@@ -8,9 +8,15 @@ use time::OffsetDateTime;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    /// 3–32 characters: lowercase letters, digits, `.`, `_`, `-`; starts with a letter or digit.
+    /// 3–32 characters: letters, digits, `.`, `_`, `-`; starts with a letter or digit.
+    /// Lowercased (and trimmed) by the server.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,31}$")
+    )]
     pub username: String,
     /// At least 12 characters, at most 256 bytes, and not easily guessed (zxcvbn score ≥ 3).
+    #[cfg_attr(feature = "openapi", schema(min_length = 12, max_length = 256))]
     pub password: String,
 }
 

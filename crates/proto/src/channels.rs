@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateChannelRequest {
-    /// 1–64 characters of `a-z 0-9 . _ -`, unique on the server.
+    /// 1–64 characters of `a-z 0-9 . _ -`, unique on the server (lowercased by the server).
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,64}$"))]
     pub name: String,
     /// A private channel is readable only by its members; anyone may join a public one.
     #[serde(default)]
@@ -62,7 +63,9 @@ pub struct ChannelList {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateChannelRequest {
+    /// A new name, by the rules of a new channel's.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,64}$"))]
     pub name: Option<String>,
     #[serde(default)]
     pub archived: Option<bool>,
@@ -73,6 +76,7 @@ pub struct UpdateChannelRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MarkReadRequest {
+    #[serde(deserialize_with = "crate::number::integer")]
     pub seq: i64,
 }
 
@@ -170,6 +174,11 @@ pub struct ReactionInfo {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EditMessageRequest {
+    /// 1 to 32768 bytes, not only white space.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 32768, pattern = r"\S")
+    )]
     pub body: String,
 }
 
@@ -241,6 +250,8 @@ pub struct SearchResults {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OpenDirectRequest {
+    /// The other people: 1 to 7 user ids.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 7))]
     pub user_ids: Vec<String>,
 }
 

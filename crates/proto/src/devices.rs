@@ -8,10 +8,18 @@ use time::OffsetDateTime;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateDeviceRequest {
-    /// 1–64 characters, no control characters.
+    /// 1–64 characters, no control characters (trimmed by the server).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 64,
+            pattern = r"^[^\s\x00-\x1F\x7F-\x9F](?:[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F])?$"
+        )
+    )]
     pub name: String,
-    /// Free-form kind such as `esp32`, 1–32 characters.
+    /// Free-form kind such as `esp32`: 1–32 characters of `A-Z a-z 0-9 . _ -`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,32}$"))]
     pub kind: Option<String>,
     /// A JSON object of at most 4 KiB when serialized.
     #[serde(default)]
@@ -135,13 +143,15 @@ pub struct DeviceMetrics {
 #[serde(deny_unknown_fields)]
 pub struct SendCommandRequest {
     /// 1–64 characters of `A-Z a-z 0-9 . _ -`.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,64}$"))]
     pub name: String,
-    /// Any JSON (at most 4 KiB serialized); default `null`.
+    /// Any JSON value (at most 4 KiB serialized); default `null`.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub args: serde_json::Value,
     /// Seconds the command may wait for an offline device (1 s to 7 days; default 3600).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::number::optional_integer")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 604_800))]
     pub ttl_secs: Option<u32>,
 }
 
@@ -152,7 +162,8 @@ pub struct CommandInfo {
     pub id: String,
     pub device_id: String,
     pub name: String,
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    /// What the command was sent with: any JSON value, `null` when none was given.
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub args: serde_json::Value,
     /// `queued` (not delivered yet), `delivered`, `completed` (answered) or `expired`.
     pub status: String,
@@ -172,6 +183,7 @@ pub struct CommandInfo {
     #[serde(default)]
     pub ok: Option<bool>,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    /// The device's answer: any JSON value.
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub output: Option<serde_json::Value>,
 }

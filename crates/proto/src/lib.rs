@@ -11,6 +11,7 @@ pub mod devices;
 pub mod error;
 pub mod files;
 pub mod mqtt;
+pub mod number;
 pub mod ws;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};

@@ -1,6 +1,6 @@
 //! Operational endpoints: liveness, readiness, the public signing keys, the audit log.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -13,7 +13,7 @@ use unhidra_proto::ws::{close, Principal};
 use unhidra_proto::ErrorBody;
 use utoipa::IntoParams;
 
-use crate::http::extract::{AdminUser, ApiPath};
+use crate::http::extract::{page_limit, AdminUser, ApiPath, ApiQuery};
 use crate::http::ApiError;
 use crate::state::SharedState;
 
@@ -54,9 +54,11 @@ pub async fn jwks(State(state): State<SharedState>) -> impl IntoResponse {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    /// At most this many entries (1–500, default 100).
+    /// At most this many entries (1–500, default 100); outside that range, 400.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// Only entries with a smaller id (for paging back).
     before: Option<i64>,
@@ -69,17 +71,14 @@ pub struct AuditQuery {
     responses(
         (status = 200, description = "A page of audit entries", body = AuditPage),
         (status = 400, description = "Bad query", body = ErrorBody),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 403, description = "Not an administrator", body = ErrorBody),
     ))]
 pub async fn audit(
     State(state): State<SharedState>,
     _admin: AdminUser,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let Query(query) = query
-        .map_err(|e| ApiError::bad_request(unhidra_proto::ErrorCode::BadRequest, e.body_text()))?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 500);
+    let limit = page_limit(query.limit, 100, 500)?;
     let events = state.store.audit_events(limit, query.before).await?;
     Ok(Json(AuditPage {
         events: events
@@ -102,7 +101,6 @@ pub async fn audit(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Live connections", body = ConnectionList),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 403, description = "Not an administrator", body = ErrorBody),
     ))]
 pub async fn connections(
@@ -140,7 +138,6 @@ pub async fn connections(
     params(("id" = String, Path, description = "Connection id")),
     responses(
         (status = 204, description = "The connection is being closed"),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 403, description = "Not an administrator", body = ErrorBody),
         (status = 404, description = "No such live connection", body = ErrorBody),
     ))]

@@ -1,5 +1,7 @@
 //! The web client: plain HTML, CSS and JavaScript modules from `web/`, embedded in the binary
 //! at compile time and served at `/` and `/assets/…`. No build step and no Node.js at run time.
+//! Beside it, the interactive API reference at `/api/docs`: Swagger UI (vendored under
+//! `web/vendor/swagger-ui`, see its README) on the server's own `/api/v1/openapi.json`.
 //!
 //! Every response carries a strict Content-Security-Policy (no inline script or style, no
 //! third-party origin), `X-Content-Type-Options: nosniff`, and `Cache-Control: no-cache` with an
@@ -71,11 +73,67 @@ const ASSETS: &[Asset] = &[
     asset!("js/views/thread.js", "text/javascript; charset=utf-8"),
 ];
 
-/// `GET /` and `GET /assets/{*path}`; merged into the API router.
+/// The API reference's page, its start-up script and the vendored Swagger UI, under
+/// `/api/docs/`.
+const API_DOCS: &[Asset] = &[
+    Asset {
+        path: "init.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../web/api-docs/init.js"
+        )),
+    },
+    Asset {
+        path: "swagger-ui-bundle.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../web/vendor/swagger-ui/swagger-ui-bundle.js"
+        )),
+    },
+    Asset {
+        path: "swagger-ui.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../web/vendor/swagger-ui/swagger-ui.css"
+        )),
+    },
+    Asset {
+        path: "LICENSE",
+        content_type: "text/plain; charset=utf-8",
+        body: include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../web/vendor/swagger-ui/LICENSE"
+        )),
+    },
+];
+
+const API_DOCS_HTML: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../web/api-docs/index.html"
+));
+
+/// `GET /`, `GET /assets/{*path}` and the API reference (`GET /api/docs` and its files);
+/// merged into the API router.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(index))
         .route("/assets/{*path}", get(asset))
+        .route("/api/docs", get(api_docs))
+        .route("/api/docs/{file}", get(api_docs_file))
+}
+
+async fn api_docs(headers: HeaderMap) -> Response {
+    serve(&headers, "text/html; charset=utf-8", API_DOCS_HTML)
+}
+
+async fn api_docs_file(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    match API_DOCS.iter().find(|a| a.path == file) {
+        Some(a) => serve(&headers, a.content_type, a.body),
+        None => ApiError::not_found("no such file").into_response(),
+    }
 }
 
 async fn index(headers: HeaderMap) -> Response {
@@ -180,6 +238,34 @@ mod tests {
         );
         let res = get("/assets/js/main.js", Some(&tag)).await;
         assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    }
+
+    #[tokio::test]
+    async fn the_api_reference_is_served_under_the_same_policy() {
+        let res = get("/api/docs", None).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let csp = res.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert_eq!(csp, CONTENT_SECURITY_POLICY);
+        let body = to_bytes(res.into_body(), 1 << 20).await.unwrap();
+        let html = std::str::from_utf8(&body).unwrap();
+        // Every script is a file of this origin; none is inline.
+        assert!(html.contains(r#"<script src="/api/docs/swagger-ui-bundle.js"></script>"#));
+        assert!(html.contains(r#"<script src="/api/docs/init.js"></script>"#));
+        assert!(!html.contains("<script>") && !html.contains("style="));
+        for (file, content_type) in [
+            ("init.js", "text/javascript; charset=utf-8"),
+            ("swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+            ("swagger-ui.css", "text/css; charset=utf-8"),
+            ("LICENSE", "text/plain; charset=utf-8"),
+        ] {
+            let res = get(&format!("/api/docs/{file}"), None).await;
+            assert_eq!(res.status(), StatusCode::OK, "{file}");
+            assert_eq!(res.headers()[header::CONTENT_TYPE], content_type, "{file}");
+        }
+        let res = get("/api/docs/nope.js", None).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]

@@ -274,6 +274,12 @@ const RANKED: u32 = 2000;
 /// Turns user input into an FTS5 query of plain words, all required: every word is quoted,
 /// so operators and syntax in the input cannot break or widen the query.
 fn fts_words(text: &str) -> Option<String> {
+    // A control character (NUL above all) inside a quoted FTS5 string is a syntax error, and
+    // the tokenizer never indexes one: it separates words like white space does.
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let words: Vec<String> = text
         .split_whitespace()
         .take(16)

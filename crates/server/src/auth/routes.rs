@@ -272,7 +272,6 @@ pub async fn logout(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Every session of the caller is ended"),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
     )
 )]
 pub async fn logout_all(
@@ -307,7 +306,6 @@ pub async fn logout_all(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller", body = Me),
-        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
     )
 )]
 pub async fn me(State(state): State<SharedState>, auth: AuthUser) -> Result<Json<Me>, ApiError> {

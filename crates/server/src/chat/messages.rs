@@ -289,7 +289,9 @@ async fn react(
     params(
         ("id" = String, Path, description = "Channel id"),
         ("message_id" = String, Path, description = "Message id"),
-        ("emoji" = String, Path, description = "The emoji, percent-encoded"),
+        ("emoji" = String, Path, max_length = 64, pattern = r"^[^\s\x00-\x1F\x7F-\x9F]+$",
+            description = "The emoji, percent-encoded: 1 to 64 bytes without white space or \
+                control characters"),
     ),
     responses(
         (status = 204, description = "The reaction is there"),
@@ -313,11 +315,14 @@ pub async fn add_reaction(
     params(
         ("id" = String, Path, description = "Channel id"),
         ("message_id" = String, Path, description = "Message id"),
-        ("emoji" = String, Path, description = "The emoji, percent-encoded"),
+        ("emoji" = String, Path, max_length = 64, pattern = r"^[^\s\x00-\x1F\x7F-\x9F]+$",
+            description = "The emoji, percent-encoded: 1 to 64 bytes without white space or \
+                control characters"),
     ),
     responses(
         (status = 204, description = "The reaction is gone"),
         (status = 400, description = "Invalid emoji", body = ErrorBody),
+        (status = 403, description = "The channel is archived", body = ErrorBody),
         (status = 404, description = "No such channel or message", body = ErrorBody),
     )
 )]

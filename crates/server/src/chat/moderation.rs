@@ -38,7 +38,6 @@ fn held_info(h: HeldMessage) -> HeldMessageInfo {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "What waits for an administrator", body = ModerationQueue),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 403, description = "Not an administrator", body = ErrorBody),
     ))]
 pub async fn queue(
@@ -60,7 +59,6 @@ pub async fn queue(
     params(("id" = String, Path, description = "Held message id")),
     responses(
         (status = 200, description = "The message as it now stands in its channel", body = ChatMessage),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 403, description = "Not an administrator", body = ErrorBody),
         (status = 404, description = "No such held message", body = ErrorBody),
     ))]
@@ -107,7 +105,6 @@ pub async fn release(
     params(("id" = String, Path, description = "Held message id")),
     responses(
         (status = 204, description = "Rejected and deleted"),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 403, description = "Not an administrator", body = ErrorBody),
         (status = 404, description = "No such held message", body = ErrorBody),
     ))]

@@ -1,8 +1,7 @@
 //! `/api/v1/channels`: the minimal channel management that delivery needs (the full chat
 //! feature set builds on it).
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -20,7 +19,7 @@ use super::events::{
     announce_channel_added, announce_channel_removed, publish_passing, publish_stored, summary,
 };
 use super::wire;
-use crate::http::extract::{ApiJson, ApiPath, AuthUser};
+use crate::http::extract::{page_limit, ApiJson, ApiPath, ApiQuery, AuthUser};
 use crate::http::ApiError;
 use crate::state::{AppState, SharedState};
 
@@ -48,7 +47,6 @@ fn channel_name(raw: &str) -> Result<String, ApiError> {
     responses(
         (status = 201, description = "Created", body = CreatedChannel),
         (status = 400, description = "Invalid name", body = ErrorBody),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 409, description = "Name taken", body = ErrorBody),
     )
 )]
@@ -88,10 +86,6 @@ fn fixed_members() -> ApiError {
     ApiError::forbidden("a direct conversation's members are fixed; open another one")
 }
 
-fn bad_query(rejection: QueryRejection) -> ApiError {
-    ApiError::bad_request(ErrorCode::BadRequest, rejection.body_text())
-}
-
 /// The channel and the caller's role in it. A private channel the caller is not in is 404,
 /// as if it did not exist; a public one is 403 until they join.
 pub(super) async fn member_of(
@@ -118,7 +112,6 @@ pub(super) async fn member_of(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's channels", body = ChannelList),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
     )
 )]
 pub async fn list(
@@ -263,13 +256,15 @@ pub async fn remove_member(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// Messages with a smaller seq (paging back); the default is the newest.
     before: Option<i64>,
     /// Messages with a larger seq (catching up); excludes `before`.
     after: Option<i64>,
-    /// At most this many (1–200, default 50).
+    /// At most this many (1–200, default 50); outside that range, 400.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
@@ -289,11 +284,10 @@ pub async fn history(
     State(state): State<SharedState>,
     auth: AuthUser,
     ApiPath(id): ApiPath<String>,
-    query: Result<Query<HistoryQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<MessagePage>, ApiError> {
-    let Query(query) = query.map_err(bad_query)?;
+    let limit = page_limit(query.limit, 50, 200)?;
     member_of(&state, &id, &auth.user_id).await?;
-    let limit = query.limit.unwrap_or(50).clamp(1, 200);
     // One more than asked tells whether more remain.
     let (mut messages, has_more) = match (query.before, query.after) {
         (Some(_), Some(_)) => {
@@ -357,15 +351,17 @@ pub async fn mark_read(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
-    /// Words that must all appear (any order, accents ignored).
+    /// Words that must all appear (any order, accents ignored); at most 256 bytes.
     q: String,
     /// Only this channel.
     channel: Option<String>,
     /// Only messages from this user id.
     author: Option<String>,
-    /// At most this many (1–100, default 20).
+    /// At most this many (1–100, default 20); outside that range, 400.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 
@@ -382,9 +378,9 @@ pub struct SearchParams {
 pub async fn search(
     State(state): State<SharedState>,
     auth: AuthUser,
-    query: Result<Query<SearchParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<SearchParams>,
 ) -> Result<Json<SearchResults>, ApiError> {
-    let Query(params) = query.map_err(bad_query)?;
+    let limit = page_limit(params.limit, 20, 100)?;
     if params.q.len() > 256 {
         return Err(ApiError::bad_request(
             ErrorCode::BadRequest,
@@ -398,7 +394,7 @@ pub async fn search(
             text: params.q,
             channel_id: params.channel,
             sender_id: params.author,
-            limit: params.limit.unwrap_or(20).clamp(1, 100),
+            limit,
         })
         .await?;
     Ok(Json(SearchResults {
@@ -415,7 +411,6 @@ pub async fn search(
     request_body = AddMemberRequest,
     responses(
         (status = 204, description = "The user is a member"),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 403, description = "Only members may add others", body = ErrorBody),
         (status = 404, description = "No such channel or user", body = ErrorBody),
     )
@@ -469,11 +464,13 @@ pub async fn add_member(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ThreadQuery {
     /// Replies with a larger seq (paging forward).
     after: Option<i64>,
-    /// At most this many replies (1–200, default 100).
+    /// At most this many replies (1–200, default 100); outside that range, 400.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
@@ -497,16 +494,15 @@ pub async fn thread(
     State(state): State<SharedState>,
     auth: AuthUser,
     ApiPath((id, root_id)): ApiPath<(String, String)>,
-    query: Result<Query<ThreadQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<ThreadQuery>,
 ) -> Result<Json<Thread>, ApiError> {
-    let Query(query) = query.map_err(bad_query)?;
+    let limit = page_limit(query.limit, 100, 200)?;
     member_of(&state, &id, &auth.user_id).await?;
     let root = state
         .store
         .message_by_id(&id, &root_id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such message"))?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 200);
     let mut replies = state
         .store
         .thread_replies(&id, &root.id, query.after.unwrap_or(0), limit + 1)
@@ -673,6 +669,7 @@ pub async fn user(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UserLookup {
     /// The exact username (case-insensitive).
@@ -693,9 +690,8 @@ pub struct UserLookup {
 pub async fn lookup_user(
     State(state): State<SharedState>,
     _auth: AuthUser,
-    query: Result<Query<UserLookup>, QueryRejection>,
+    ApiQuery(query): ApiQuery<UserLookup>,
 ) -> Result<Json<UserInfo>, ApiError> {
-    let Query(query) = query.map_err(bad_query)?;
     let name = query.username.trim().to_ascii_lowercase();
     let user = state
         .store

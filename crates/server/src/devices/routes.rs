@@ -102,7 +102,6 @@ fn validate(body: CreateDeviceRequest) -> Result<ValidDevice, ApiError> {
     responses(
         (status = 201, description = "Registered; `api_key` is shown only now", body = CreatedDevice),
         (status = 400, description = "Invalid name, kind or metadata", body = ErrorBody),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 429, description = "Too many registrations from this address", body = ErrorBody),
     )
 )]
@@ -153,7 +152,6 @@ pub async fn create(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's devices", body = DeviceList),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
     )
 )]
 pub async fn list(
@@ -176,7 +174,6 @@ pub async fn list(
     params(("id" = String, Path, description = "Device id")),
     responses(
         (status = 200, description = "The device", body = Device),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 404, description = "No such device of the caller's", body = ErrorBody),
     )
 )]
@@ -200,7 +197,6 @@ pub async fn get(
     params(("id" = String, Path, description = "Device id")),
     responses(
         (status = 204, description = "Revoked (or already revoked)"),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 404, description = "No such device of the caller's", body = ErrorBody),
     )
 )]
@@ -268,7 +264,6 @@ pub async fn whoami(
     request_body = LinkChannelRequest,
     responses(
         (status = 204, description = "Linked (or unlinked)"),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 404, description = "No such device of the caller's, or a channel the caller is not in", body = ErrorBody),
     )
 )]

@@ -1,8 +1,7 @@
 //! `GET /api/v1/devices/{id}/telemetry`: a metric of a device, summarised per bucket; and
 //! `GET /api/v1/devices/{id}/metrics`: which metrics it has.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -11,7 +10,7 @@ use unhidra_proto::{ErrorBody, ErrorCode};
 use unhidra_store::TelemetryQuery;
 use utoipa::IntoParams;
 
-use crate::http::extract::{ApiPath, AuthUser};
+use crate::http::extract::{ApiPath, ApiQuery, AuthUser};
 use crate::http::ApiError;
 use crate::state::SharedState;
 
@@ -19,6 +18,7 @@ use crate::state::SharedState;
 pub const MAX_BUCKETS: i64 = 10_000;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SeriesQuery {
     /// The metric's name, as the device sends it.
@@ -27,7 +27,9 @@ pub struct SeriesQuery {
     from: Option<i64>,
     /// End, Unix seconds (exclusive); default: now.
     to: Option<i64>,
-    /// Bucket width in seconds (default 60); at most 10,000 buckets per query.
+    /// Bucket width in seconds, 1 s to 366 days (default 60); at most 10,000 buckets per
+    /// query.
+    #[param(minimum = 1, maximum = 31_622_400)]
     bucket: Option<i64>,
 }
 
@@ -69,7 +71,6 @@ async fn readable_device(
     responses(
         (status = 200, description = "The buckets that hold points, oldest first", body = TelemetrySeries),
         (status = 400, description = "Bad query", body = ErrorBody),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 404, description = "No such device of the caller's", body = ErrorBody),
     )
 )]
@@ -77,10 +78,8 @@ pub async fn series(
     State(state): State<SharedState>,
     auth: AuthUser,
     ApiPath(id): ApiPath<String>,
-    query: Result<Query<SeriesQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<SeriesQuery>,
 ) -> Result<Json<TelemetrySeries>, ApiError> {
-    let Query(query) =
-        query.map_err(|r| ApiError::bad_request(ErrorCode::BadRequest, r.body_text()))?;
     let device = readable_device(&state, &auth, &id).await?;
     let bucket = query.bucket.unwrap_or(60);
     let to = query
@@ -139,7 +138,6 @@ pub async fn series(
     params(("id" = String, Path, description = "Device id")),
     responses(
         (status = 200, description = "The device's metric names, by name", body = DeviceMetrics),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 404, description = "No such device of the caller's", body = ErrorBody),
     )
 )]

@@ -2,8 +2,7 @@
 //! the files of a channel, for its members only.
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::Json;
@@ -16,7 +15,7 @@ use utoipa::IntoParams;
 
 use super::blobs::BlobError;
 use super::{content_disposition, declared_type, file_name, served_type};
-use crate::http::extract::{ApiPath, AuthUser};
+use crate::http::extract::{ApiPath, ApiQuery, AuthUser};
 use crate::http::ApiError;
 use crate::state::{AppState, SharedState};
 
@@ -48,10 +47,19 @@ fn too_large(limit: u64) -> ApiError {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UploadQuery {
     /// The file's name: 1–255 bytes, without `/`, `\`, control or bidirectional formatting
-    /// characters. Refused, not repaired: send the base name.
+    /// characters. Refused, not repaired: send the base name. (Optional for serde only, so
+    /// that its absence gets a message naming it.)
+    #[param(
+        value_type = String,
+        required = true,
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^(?!\.\.?$)[^/\\\x00-\x1F\x7F-\x9F\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]+$"
+    )]
     name: Option<String>,
 }
 
@@ -70,7 +78,6 @@ pub struct UploadQuery {
     responses(
         (status = 201, description = "Stored", body = FileInfo),
         (status = 400, description = "Missing or invalid name, invalid Content-Type, or an unreadable body", body = ErrorBody),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 403, description = "A public channel the caller has not joined, or an archived channel", body = ErrorBody),
         (status = 404, description = "No such channel (or a private one the caller is not in)", body = ErrorBody),
         (status = 413, description = "Larger than files.max_upload_bytes", body = ErrorBody),
@@ -80,14 +87,12 @@ pub async fn upload(
     State(state): State<SharedState>,
     auth: AuthUser,
     ApiPath(channel_id): ApiPath<String>,
-    query: Result<Query<UploadQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<UploadQuery>,
     headers: HeaderMap,
     // `Body` is not subject to the router's `DefaultBodyLimit` (only buffering extractors
     // are): the blob store counts the bytes against `files.max_upload_bytes` as they come.
     body: Body,
 ) -> Result<(StatusCode, Json<FileInfo>), ApiError> {
-    let Query(query) =
-        query.map_err(|r| ApiError::bad_request(ErrorCode::BadRequest, r.body_text()))?;
     let name = query.name.ok_or_else(|| {
         ApiError::bad_request(
             ErrorCode::InvalidField,
@@ -190,15 +195,23 @@ async fn readable_file(state: &AppState, id: &str, user_id: &str) -> Result<Stor
     security(("bearer" = [])),
     params(("id" = String, Path, description = "File id")),
     responses(
-        (status = 200, description = "The file's bytes", content_type = "application/octet-stream",
-            body = [u8],
+        (status = 200, description = "The file's bytes: the declared type when it is inert \
+            (the types below), otherwise application/octet-stream",
+            content(
+                ([u8] = "application/octet-stream"),
+                ([u8] = "image/png"), ([u8] = "image/jpeg"), ([u8] = "image/gif"),
+                ([u8] = "image/webp"), ([u8] = "image/avif"), ([u8] = "application/pdf"),
+                ([u8] = "text/plain"), ([u8] = "audio/mpeg"), ([u8] = "audio/ogg"),
+                ([u8] = "audio/wav"), ([u8] = "audio/webm"), ([u8] = "audio/aac"),
+                ([u8] = "audio/flac"), ([u8] = "audio/mp4"), ([u8] = "video/mp4"),
+                ([u8] = "video/webm"), ([u8] = "video/ogg"), ([u8] = "video/quicktime"),
+            ),
             headers(
                 ("Content-Disposition" = String, description = "attachment; filename=\"…\"; filename*=UTF-8''…"),
                 ("Content-Security-Policy" = String, description = "sandbox; default-src 'none'"),
                 ("X-Content-Type-Options" = String, description = "nosniff"),
                 ("Cache-Control" = String, description = "private, max-age=86400"),
             )),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 404, description = "No such file, or not one the caller may read", body = ErrorBody),
     )
 )]
@@ -254,7 +267,6 @@ pub async fn download(
     params(("id" = String, Path, description = "File id")),
     responses(
         (status = 200, description = "The file", body = FileInfo),
-        (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 404, description = "No such file, or not one the caller may read", body = ErrorBody),
     )
 )]

@@ -1,14 +1,16 @@
 //! Extractors that parse requests into checked values at the boundary.
 //!
 //! - [`ApiJson`]: a JSON body whose every rejection is an [`ApiError`] (415, 400, 413).
+//! - [`ApiPath`], [`ApiQuery`]: path and query parameters; a malformed one is a 400.
 //! - [`ClientIp`]: the client's address, believing `X-Forwarded-For` only from trusted proxies.
 //! - [`AuthUser`], [`AdminUser`]: a person with a valid access token in a live session.
 //! - [`AuthDevice`]: a device presenting its API key as a Bearer token.
 
 use std::net::{IpAddr, SocketAddr};
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
@@ -22,7 +24,9 @@ use crate::auth::sessions::{check_access_token, TokenCheck};
 use crate::devices::DEVICE_KEY_PREFIX;
 use crate::state::SharedState;
 
-/// A JSON request body.
+/// A JSON request body: `Content-Type: application/json` (or `+json`), at most
+/// `max_body_bytes`, and a JSON object, as every body of the API is. serde would read a struct
+/// from an array too (`["alice", "…"]`), which no document describes: that is refused.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -34,20 +38,52 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+                "expected Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::PayloadTooLarge,
+                    "request body is too large",
+                )
+            } else {
+                ApiError::bad_request(ErrorCode::BadRequest, rejection.body_text())
+            }
+        })?;
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b != b'{') {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidJson,
+                "the body must be a JSON object",
+            ));
+        }
+        match Json::<T>::from_bytes(&bytes) {
             Ok(Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
 }
 
+/// `application/json`, or any `application/…+json`, as axum's `Json` accepts.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+        .is_some_and(|m| {
+            m.type_() == "application"
+                && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"))
+        })
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::UnsupportedMediaType,
-            "expected Content-Type: application/json",
-        ),
         JsonRejection::JsonSyntaxError(err) => ApiError::bad_request(
             ErrorCode::InvalidJson,
             format!("malformed JSON: {}", err.body_text()),
@@ -55,14 +91,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::JsonDataError(err) => {
             ApiError::bad_request(ErrorCode::InvalidJson, err.body_text())
         }
-        JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::PayloadTooLarge,
-                "request body is too large",
-            )
-        }
-        other => ApiError::bad_request(ErrorCode::BadRequest, other.body_text()),
+        other => ApiError::bad_request(ErrorCode::InvalidJson, other.body_text()),
     }
 }
 
@@ -86,6 +115,42 @@ where
                 rejection.body_text(),
             )),
         }
+    }
+}
+
+/// Query parameters; a malformed or unknown one, or a missing required one, is a 400
+/// `bad_request` in the API's error format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::bad_request(
+                ErrorCode::BadRequest,
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
+/// A page size from the query: `default` when absent, refused (400 `bad_request`) outside
+/// `1..=max`, as the document declares, rather than silently clamped.
+pub fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(
+            ErrorCode::BadRequest,
+            format!("limit must be 1 to {max}, not {n}"),
+        )),
     }
 }
 

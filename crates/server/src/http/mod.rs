@@ -3,6 +3,7 @@
 pub mod error;
 pub mod extract;
 mod middleware;
+mod openapi;
 mod router;
 
 pub use error::ApiError;

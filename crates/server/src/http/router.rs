@@ -16,6 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::middleware::{protective_headers, time_limit, track_metrics, TimeLimits};
+use super::openapi::add_common_responses;
 use super::ApiError;
 use crate::state::SharedState;
 use crate::{auth, chat, devices, files, gateway, ops};
@@ -117,14 +118,22 @@ fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(ops::jwks))
 }
 
+/// The routes and their OpenAPI document, with the responses shared by kinds of routes
+/// (see `openapi.rs`).
+fn routes_and_document() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
+    let (router, mut document) = routes().split_for_parts();
+    add_common_responses(&mut document);
+    (router, document)
+}
+
 /// The OpenAPI document of every route.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    routes_and_document().1
 }
 
 /// The complete API: routes, the OpenAPI document, error fallbacks and middleware.
 pub fn api_router(state: SharedState) -> Router {
-    let (router, document) = routes().split_for_parts();
+    let (router, document) = routes_and_document();
     let document = Arc::new(document);
     router
         .route(

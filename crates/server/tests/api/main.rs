@@ -21,6 +21,7 @@ mod limits;
 mod ml;
 mod mqtt;
 mod mqtt_bridge;
+mod openapi;
 mod telemetry;
 mod tls;
 mod tokens;
