@@ -82,9 +82,11 @@ pub async fn series(
 ) -> Result<Json<TelemetrySeries>, ApiError> {
     let device = readable_device(&state, &auth, &id).await?;
     let bucket = query.bucket.unwrap_or(60);
+    // By default up to the end of the current second (`to` is exclusive): what was sent
+    // a moment ago is in it.
     let to = query
         .to
-        .unwrap_or_else(|| state.clock.now().unix_timestamp());
+        .unwrap_or_else(|| state.clock.now().unix_timestamp().saturating_add(1));
     let from = query.from.unwrap_or(to.saturating_sub(3600));
     if !(1..=366 * 86_400).contains(&bucket) {
         return Err(bad("bucket must be 1 second to 366 days"));

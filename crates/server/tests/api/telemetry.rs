@@ -96,6 +96,39 @@ async fn telemetry_is_stored_and_read_back_per_bucket() {
     assert_error(r, 400, "bad_request").await;
 }
 
+/// Without `from` and `to` the query covers the last hour up to now, this second included: a
+/// reading sent just now (with a fraction of a second) is in it. (The default `to` was the
+/// current second, exclusive, so a reading of that second was left out: the README's session
+/// found it.)
+#[tokio::test]
+async fn the_default_range_includes_a_reading_sent_just_now() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let (device_id, key) = app.device(&alice, "sensor").await;
+    let (mut ws, _) = connect(&app, &format!("device.{key}")).await;
+    // A clock in the middle of a second, whatever the test machine's time.
+    let now = app.clock.now();
+    app.clock.advance(time::Duration::milliseconds(
+        1500 - i64::from(now.millisecond()),
+    ));
+    send(
+        &mut ws,
+        json!({"type": "telemetry", "metrics": {"temp": 21.5}}),
+    )
+    .await;
+    assert_eq!(settle(&mut ws).await, Vec::<Value>::new(), "no errors");
+    let r = app
+        .get_as(
+            &alice.access,
+            &format!("/api/v1/devices/{device_id}/telemetry?metric=temp"),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let series = body(r).await;
+    assert_eq!(series["buckets"].as_array().unwrap().len(), 1, "{series}");
+    assert_eq!(series["buckets"][0]["last"], 21.5, "{series}");
+}
+
 #[tokio::test]
 async fn bad_telemetry_is_refused_with_a_reason_and_stores_nothing() {
     let app = spawn_app().await;
