@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::framing::{self, Answer};
 use crate::{metric, next_backoff, Inner, Job, MlError};
 
 /// A worker that ran this long is considered healthy: its next failure restarts it quickly.
@@ -30,23 +30,6 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 enum Ended {
     Stopped,
     Failed(&'static str, String),
-}
-
-/// An answer frame.
-#[derive(Deserialize)]
-struct Answer {
-    id: Value,
-    ok: bool,
-    #[serde(default)]
-    result: Value,
-    #[serde(default)]
-    error: Option<AnswerError>,
-}
-
-#[derive(Deserialize)]
-struct AnswerError {
-    code: String,
-    message: String,
 }
 
 /// Runs worker `index` until the bridge stops. The first outcome (ready or why not) goes to
@@ -219,20 +202,13 @@ async fn serve(
             Err(_) => return Ended::Failed("start_timeout", "the worker did not connect".to_owned()),
         },
     };
-    let codec = || {
-        LengthDelimitedCodec::builder()
-            .length_field_length(4)
-            .big_endian()
-            .max_frame_length(settings.max_frame_bytes)
-            .new_codec()
-    };
     let (read, write) = stream.into_split();
-    let mut frames_in = FramedRead::new(read, codec());
-    let mut frames_out = FramedWrite::new(write, codec());
+    let mut frames_in = FramedRead::new(read, framing::codec(settings.max_frame_bytes));
+    let mut frames_out = FramedWrite::new(write, framing::codec(settings.max_frame_bytes));
 
     // The first health check, within the start timeout.
     let first = inner.next_id();
-    if let Err(err) = frames_out.send(health_frame(first)).await {
+    if let Err(err) = frames_out.send(framing::health_request(first)).await {
         return Ended::Failed("io", err.to_string());
     }
     let answered = tokio::select! {
@@ -241,9 +217,12 @@ async fn serve(
         frame = tokio::time::timeout(settings.start_timeout, frames_in.next()) => frame,
     };
     match answered {
-        Ok(Some(Ok(frame))) => match serde_json::from_slice::<Answer>(&frame) {
-            Ok(answer) if answer.ok && answer.id.as_u64() == Some(first) => {
-                tracing::info!(worker = index, health = %answer.result, "ML worker ready");
+        Ok(Some(Ok(frame))) => match framing::read_answer(&frame) {
+            Ok(Answer {
+                id,
+                outcome: Ok(health),
+            }) if id == first => {
+                tracing::info!(worker = index, %health, "ML worker ready");
             }
             _ => {
                 return Ended::Failed(
@@ -312,14 +291,9 @@ async fn serve(
                     Some(Err(err)) => break connection_lost(child, "closed", err.to_string()).await,
                     None => break connection_lost(child, "closed", "it closed its connection".to_owned()).await,
                 };
-                let answer: Answer = match serde_json::from_slice(&frame) {
+                let Answer { id, outcome } = match framing::read_answer(&frame) {
                     Ok(answer) => answer,
-                    Err(err) => break Ended::Failed("bad_frame", format!("an answer that is not the protocol's JSON: {err}")),
-                };
-                let Some(id) = answer.id.as_u64() else {
-                    // `"id": null`: it could not read one of our requests. Ours are always
-                    // well-formed, so the stream is out of step.
-                    break Ended::Failed("bad_frame", "an answer without a request id".to_owned());
+                    Err(err) => break Ended::Failed("bad_frame", err.to_string()),
                 };
                 if ping_out.is_some_and(|(ping_id, _)| ping_id == id) {
                     ping_out = None;
@@ -327,16 +301,7 @@ async fn serve(
                 }
                 // A request that timed out has no one waiting any more: its answer is dropped.
                 if let Some(reply) = pending.remove(&id) {
-                    let result = if answer.ok {
-                        Ok(answer.result)
-                    } else {
-                        let error = answer.error.unwrap_or(AnswerError {
-                            code: "internal".to_owned(),
-                            message: "no error given".to_owned(),
-                        });
-                        Err(MlError::Refused { code: error.code, message: error.message })
-                    };
-                    let _ = reply.send(result);
+                    let _ = reply.send(outcome);
                 }
             }
             _ = ping.tick() => {
@@ -347,7 +312,7 @@ async fn serve(
                     continue;
                 }
                 let id = inner.next_id();
-                if to_writer.try_send(health_frame(id)).is_err() {
+                if to_writer.try_send(framing::health_request(id)).is_err() {
                     break Ended::Failed("hung", "its socket stopped taking requests".to_owned());
                 }
                 ping_out = Some((id, Instant::now()));
@@ -382,10 +347,4 @@ async fn connection_lost(child: &mut Child, reason: &'static str, detail: String
         Ok(status) => Ended::Failed("exited", status_text(status)),
         Err(_) => Ended::Failed(reason, detail),
     }
-}
-
-fn health_frame(id: u64) -> bytes::Bytes {
-    serde_json::json!({"id": id, "op": "health", "payload": {}})
-        .to_string()
-        .into()
 }

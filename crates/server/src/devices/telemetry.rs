@@ -25,7 +25,7 @@ pub fn validate(
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if !name_ok {
-            return Err(format!("invalid metric name {name:?}"));
+            return Err(format!("invalid metric name {}", quoted(name)));
         }
         if !value.is_finite() {
             return Err(format!("metric {name} is not a finite number"));
@@ -37,6 +37,18 @@ pub fn validate(
         }
     }
     Ok(metrics.len() as u64)
+}
+
+/// A name as refusals quote it: its first 64 characters, so that a refusal stays short
+/// whatever was sent.
+fn quoted(name: &str) -> String {
+    let mut chars = name.chars();
+    let head: String = chars.by_ref().take(64).collect();
+    if chars.next().is_some() {
+        format!("{head:?}…")
+    } else {
+        format!("{head:?}")
+    }
 }
 
 #[cfg(test)]
@@ -74,5 +86,16 @@ mod tests {
         let many: Vec<(String, f64)> = (0..65).map(|i| (format!("m{i}"), 1.0)).collect();
         let many: BTreeMap<String, f64> = many.into_iter().collect();
         assert!(validate(&many, None, now).is_err());
+    }
+
+    #[test]
+    fn a_refusal_quotes_at_most_64_characters_of_a_name() {
+        let now = OffsetDateTime::now_utc();
+        let name = "\u{7f}".repeat(10_000);
+        let why = validate(&m(&[(name.as_str(), 1.0)]), None, now).unwrap_err();
+        assert!(why.len() < 64 * 6 + 40, "{} bytes", why.len());
+        assert!(why.ends_with('…'), "{why}");
+        let why = validate(&m(&[("a b", 1.0)]), None, now).unwrap_err();
+        assert_eq!(why, "invalid metric name \"a b\"");
     }
 }

@@ -505,6 +505,23 @@ fn to_v4(item: Outbound) -> Option<v4::Packet> {
     })
 }
 
+/// Longest reason string sent, in bytes. Reasons may quote what a client sent; an MQTT string
+/// holds at most 65,535 bytes (rumqttc wraps a longer one's length prefix, corrupting the
+/// stream), and a reason is for people: the start says enough.
+pub const MAX_REASON_BYTES: usize = 256;
+
+fn clip_reason(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES - '…'.len_utf8();
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push('…');
+    }
+    reason
+}
+
 fn to_v5(item: Outbound) -> v5::Packet {
     match item {
         Outbound::ConnAck {
@@ -531,7 +548,7 @@ fn to_v5(item: Outbound) -> v5::Packet {
                 max_packet_size: Some(max_packet_bytes),
                 assigned_client_identifier: None,
                 topic_alias_max: Some(0),
-                reason_string: reason,
+                reason_string: reason.map(clip_reason),
                 user_properties: Vec::new(),
                 wildcard_subscription_available: Some(0),
                 subscription_identifiers_available: Some(0),
@@ -551,7 +568,7 @@ fn to_v5(item: Outbound) -> v5::Packet {
             let mut ack = v5::PubAck::new(
                 pkid,
                 message.map(|m| v5::PubAckProperties {
-                    reason_string: Some(m),
+                    reason_string: Some(clip_reason(m)),
                     user_properties: Vec::new(),
                 }),
             );
@@ -609,7 +626,7 @@ fn to_v5(item: Outbound) -> v5::Packet {
             },
             properties: message.map(|m| v5::DisconnectProperties {
                 session_expiry_interval: None,
-                reason_string: Some(m),
+                reason_string: Some(clip_reason(m)),
                 user_properties: Vec::new(),
                 server_reference: None,
             }),
@@ -637,5 +654,43 @@ impl Encoder<Outbound> for Codec {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_reasons_are_clipped_on_a_character_boundary() {
+        assert_eq!(clip_reason("short".to_owned()), "short");
+        let long = "é".repeat(40_000);
+        let clipped = clip_reason(long);
+        assert!(clipped.len() <= MAX_REASON_BYTES, "{}", clipped.len());
+        assert!(clipped.ends_with('…'));
+        assert!(clipped.trim_end_matches('…').chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn a_v5_puback_with_a_huge_reason_is_still_one_whole_packet() {
+        let mut codec = Codec::new(1 << 20);
+        codec.version = Some(Version::V5);
+        let mut out = BytesMut::new();
+        let ack = Outbound::PubAck {
+            pkid: 7,
+            reason: AckReason::PayloadFormatInvalid,
+            message: Some("x".repeat(70_000)),
+        };
+        codec.encode(ack, &mut out).unwrap();
+        codec.encode(Outbound::PingResp, &mut out).unwrap();
+        match v5::Packet::read(&mut out, None).unwrap() {
+            v5::Packet::PubAck(ack) => assert_eq!(ack.pkid, 7),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            v5::Packet::read(&mut out, None),
+            Ok(v5::Packet::PingResp(_))
+        ));
+        assert!(out.is_empty());
     }
 }

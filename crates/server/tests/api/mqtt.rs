@@ -446,6 +446,33 @@ async fn mqtt_5_refusals_carry_reason_codes_and_store_nothing() {
     );
 }
 
+/// Found by fuzzing: a refusal that quotes what the device sent (a metric name of 12,000 DEL
+/// characters, each quoted as `\u{7f}`) made a reason string over 65,535 bytes, whose length
+/// prefix wrapped: the PUBACK was corrupt and every packet after it misread.
+#[tokio::test]
+async fn a_refusal_quoting_a_huge_name_is_clipped_and_the_stream_stays_whole() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let (device, key) = app.device(&alice, "meter").await;
+    let mut c = V5::connect(&app, &device, &key).await;
+    let name = "\u{7f}".repeat(12_000);
+    let payload = json!({"metrics": {name: 1}}).to_string();
+    let ack = c.publish(&topic(&device, "telemetry"), 1, payload).await;
+    assert_eq!(ack.reason, v5::PubAckReason::PayloadFormatInvalid);
+    let reason = reason_string(&ack);
+    assert!(reason.starts_with("invalid metric name"), "{reason}");
+    assert!(reason.len() <= 256, "a reason of {} bytes", reason.len());
+    // The stream is still in step: the next publish is acknowledged as itself.
+    let ack = c
+        .publish(
+            &topic(&device, "telemetry"),
+            2,
+            json!({"metrics": {"t": 1}}).to_string(),
+        )
+        .await;
+    assert_eq!(ack.reason, v5::PubAckReason::Success);
+}
+
 #[tokio::test]
 async fn mqtt_3_1_1_publishing_outside_its_topics_closes_the_connection() {
     let app = spawn_app().await;
