@@ -48,9 +48,9 @@ fuzz_target!(|data: &[u8]| {
         };
         if let Err(err) = decoded {
             panic!(
-                "the server sent bytes that are not an MQTT {} packet ({err}): {:02x?}",
+                "the server sent bytes that are not an MQTT {} packet ({err}), starting {:02x?}",
                 if input.v5 { "5" } else { "3.1.1" },
-                whole.as_ref()
+                whole.get(..256).unwrap_or(&whole)
             );
         }
     }

@@ -1,8 +1,8 @@
 //! Client frames on the WebSocket gateway of a running server, over a real connection.
 //!
-//! Each input is one frame from a logged-in user (text when it is UTF-8, else binary;
-//! `$CHANNEL` and `$DEVICE` become the fuzzing user's channel and device), followed by a
-//! `ping` frame. The server must answer the ping, or close with a close frame whose code is not
+//! Each input is one frame from a logged-in user, or from a device when the input starts with
+//! `!` (text when it is UTF-8, else binary; `$CHANNEL` and `$DEVICE` become the fuzzing user's
+//! channel and device), followed by a `ping` frame. The server must answer the ping, or close with a close frame whose code is not
 //! 1011 (an internal error), and every frame it sends must be one of the protocol's.
 
 #![no_main]
@@ -22,13 +22,18 @@ use unhidra_proto::ws::ServerFrame;
 
 type Ws = WebSocketStream<TcpStream>;
 
-static CONNECTION: Mutex<Option<Ws>> = Mutex::new(None);
+/// The user's connection and the device's, kept open between inputs.
+static CONNECTIONS: Mutex<[Option<Ws>; 2]> = Mutex::new([None, None]);
 
-async fn open(server: &Server) -> Ws {
+async fn open(server: &Server, device: bool) -> Ws {
     let mut request = format!("ws://{}/ws", server.api)
         .into_client_request()
         .expect("a request");
-    let protocols = format!("unhidra.v1, bearer.{}", server.access_token);
+    let protocols = if device {
+        format!("unhidra.v1, device.{}", server.device_key)
+    } else {
+        format!("unhidra.v1, bearer.{}", server.access_token)
+    };
     request.headers_mut().insert(
         "sec-websocket-protocol",
         protocols.parse().expect("a header value"),
@@ -72,15 +77,20 @@ async fn next_frame(ws: &mut Ws) -> Option<ServerFrame> {
 
 fuzz_target!(|data: &[u8]| {
     let server = server();
+    let (device, data) = match data.strip_prefix(b"!") {
+        Some(rest) => (true, rest),
+        None => (false, data),
+    };
     let message = match std::str::from_utf8(data) {
         Ok(text) => Message::text(unhidra_fuzz::fill(text, server)),
         Err(_) => Message::binary(data.to_vec()),
     };
-    let mut slot = CONNECTION.lock().unwrap_or_else(|e| e.into_inner());
+    let mut connections = CONNECTIONS.lock().unwrap_or_else(|e| e.into_inner());
+    let slot = &mut connections[usize::from(device)];
     server.rt.block_on(async {
         let mut ws = match slot.take() {
             Some(ws) => ws,
-            None => open(server).await,
+            None => open(server, device).await,
         };
         if ws.send(message).await.is_err()
             || ws.send(Message::text(r#"{"type":"ping"}"#)).await.is_err()

@@ -57,16 +57,24 @@ fn ws_frames() {
             r#"{"type":"command","device":"$DEVICE","name":"reboot","args":{"delay":5},"ttl_secs":60,"ref":"r1"}"#,
         ),
         (
-            "command-result",
-            r#"{"type":"command_result","id":"x","ok":true,"output":null}"#,
+            "device-command-result",
+            r#"!{"type":"command_result","id":"x","ok":true,"output":null}"#,
         ),
         (
-            "telemetry",
-            r#"{"type":"telemetry","metrics":{"temp":21.5,"rssi":-60},"ts":"2030-01-01T00:00:00Z"}"#,
+            "device-telemetry",
+            r#"!{"type":"telemetry","metrics":{"temp":21.5,"rssi":-60},"ts":"2030-01-01T00:00:00Z"}"#,
         ),
         (
-            "heartbeat",
-            r#"{"type":"heartbeat","firmware_version":"1.0.0","uptime_secs":5}"#,
+            "device-heartbeat",
+            r#"!{"type":"heartbeat","firmware_version":"1.0.0","uptime_secs":5}"#,
+        ),
+        (
+            "device-publish",
+            r#"!{"type":"publish","channel":"$CHANNEL","body":"x","client_msg_id":"d1"}"#,
+        ),
+        (
+            "telemetry-as-user",
+            r#"{"type":"telemetry","metrics":{"t":1}}"#,
         ),
         (
             "receipt",

@@ -133,6 +133,35 @@ pub struct ErrorPayload {
 mod tests {
     use super::*;
 
+    /// Found by fuzzing (fuzz/corpus/telemetry/regress-float-roundtrip): serde_json's default
+    /// float parsing may be one unit in the last place off, so a value a device sent was
+    /// stored, and read back, as a neighbour. Values are read as Rust reads them, exactly.
+    #[test]
+    fn telemetry_values_are_read_exactly_and_survive_a_round_trip() {
+        let texts = [
+            "1.7976931348623187e304",
+            "1.797693134862319e+304",
+            "1e-300",
+            "0.1",
+            "2.2250738585072011e-308",
+            "4.9e-324",
+            "9007199254740993",
+        ];
+        for text in texts {
+            let json = format!(r#"{{"metrics":{{"v":{text}}}}}"#);
+            let p: TelemetryPayload = serde_json::from_str(&json).unwrap();
+            let v = p.metrics["v"];
+            assert_eq!(
+                v.to_bits(),
+                text.parse::<f64>().unwrap().to_bits(),
+                "{text}"
+            );
+            let back: TelemetryPayload =
+                serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+            assert_eq!(back.metrics["v"].to_bits(), v.to_bits(), "{text}");
+        }
+    }
+
     #[test]
     fn topics_round_trip_and_nothing_else_parses() {
         for kind in TopicKind::ALL {
