@@ -24,6 +24,9 @@ use crate::{metric, next_backoff, Inner, Job, MlError};
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// How long a worker has to exit after its connection is closed, before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// How long, after a failed worker exited, its last words may take to reach us (its stderr
+/// may be held open by a process it started).
+const STDERR_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a worker's run ended.
 #[derive(Debug)]
@@ -129,14 +132,16 @@ async fn run_once(
             slot.pid.store(pid, Ordering::Relaxed);
         }
     }
-    let last_words = forward_stderr(&mut child, index);
+    let (last_words, mut stderr_done) = forward_stderr(&mut child, index);
     let ended = serve(inner, index, &listener, &mut child, ready).await;
     drop(listener);
     let _ = std::fs::remove_file(&path);
     stop_child(&mut child).await;
     match ended {
-        // What the worker said last often says why (a missing package, a traceback).
+        // What the worker said last often says why (a missing package, a traceback). Its
+        // stderr ends when it exits; what it said last may still be on the way to us.
         Ended::Failed(reason, detail) => {
+            let _ = tokio::time::timeout(STDERR_GRACE, &mut stderr_done).await;
             let said = last_words.lock().map(|l| l.clone()).unwrap_or_default();
             let detail = if said.is_empty() {
                 detail
@@ -149,12 +154,18 @@ async fn run_once(
     }
 }
 
-/// Copies the worker's stderr to the log, line by line; keeps the last line.
-fn forward_stderr(child: &mut Child, index: usize) -> Arc<std::sync::Mutex<String>> {
+/// Copies the worker's stderr to the log, line by line; keeps the last line. The task ends
+/// at the end of the stream.
+fn forward_stderr(
+    child: &mut Child,
+    index: usize,
+) -> (Arc<std::sync::Mutex<String>>, tokio::task::JoinHandle<()>) {
     let last = Arc::new(std::sync::Mutex::new(String::new()));
-    if let Some(stderr) = child.stderr.take() {
+    let stderr = child.stderr.take();
+    let task = tokio::spawn({
         let last = Arc::clone(&last);
-        tokio::spawn(async move {
+        async move {
+            let Some(stderr) = stderr else { return };
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let line: String = line.chars().take(1000).collect();
@@ -163,9 +174,9 @@ fn forward_stderr(child: &mut Child, index: usize) -> Arc<std::sync::Mutex<Strin
                     *l = line;
                 }
             }
-        });
-    }
-    last
+        }
+    });
+    (last, task)
 }
 
 async fn stop_child(child: &mut Child) {

@@ -215,6 +215,29 @@ async fn without_the_workers_packages_the_bridge_does_not_start_and_says_why() {
     ));
 }
 
+/// A worker's last words can arrive after its exit is seen (CI found the reason missing from
+/// "ML disabled" once, under load). Here they come 300 ms late, from a process the worker
+/// left behind holding its stderr: the reason must still carry them.
+#[tokio::test]
+async fn a_failed_workers_last_words_are_waited_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut settings = Settings::new("/bin/sh", tmp.path().join("ml"));
+    settings.args = vec![
+        "-c".to_owned(),
+        "(sleep 0.3; echo 'No module named late_words' >&2) & exit 3".to_owned(),
+    ];
+    settings.workers = 1;
+    fast(&mut settings);
+    settings.start_timeout = Duration::from_secs(5);
+    match MlBridge::start(settings).await {
+        Err(StartError::NoWorker(why)) => {
+            assert!(why.contains("No module named late_words"), "{why}")
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => panic!("started without a worker"),
+    }
+}
+
 #[tokio::test]
 #[cfg_attr(
     not(unhidra_ml),
