@@ -21,6 +21,7 @@ pub mod gateway_fanout;
 pub mod gateway_idle;
 pub mod gateway_reconnect;
 pub mod login_flood;
+pub mod login_memory;
 pub mod ml;
 pub mod procfs;
 pub mod server_process;

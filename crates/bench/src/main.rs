@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 use unhidra_bench::cpu::{CLIENT_THREAD, SERVER_THREAD};
 use unhidra_bench::{
     chat_history, chat_throughput, device_keys, gateway_fanout, gateway_idle, gateway_reconnect,
-    login_flood, ml, telemetry_store,
+    login_flood, login_memory, ml, telemetry_store,
 };
 
 /// Benchmarks of the Unhidra server. Each starts a server on 127.0.0.1 with a fresh temporary
@@ -33,6 +33,8 @@ struct Cli {
 enum Command {
     /// Many clients logging in at once: throughput, latency, and /healthz during the flood.
     LoginFlood(login_flood::LoginFloodArgs),
+    /// The server's resident memory before and after --logins logins (Argon2id hashes).
+    LoginMemory(login_memory::LoginMemoryArgs),
     /// Device-key verifications per second: a reconnect storm over HTTP and direct calls.
     DeviceKeys(device_keys::DeviceKeysArgs),
     /// Server memory per idle authenticated WebSocket connection, up to --connections.
@@ -88,6 +90,11 @@ fn main() -> anyhow::Result<()> {
                 let report = device_keys::run(args, &server).await?;
                 output(&report, cli.json)?;
                 device_keys::check(&report)
+            }
+            Command::LoginMemory(args) => {
+                let report = login_memory::run(args).await?;
+                output(&report, cli.json)?;
+                login_memory::check(&report)
             }
             Command::GatewayIdle(args) => {
                 let report = gateway_idle::run(args).await?;
