@@ -16,6 +16,12 @@ use unhidra_server::{admin, Config, Listeners};
 
 use cli::{AdminCommand, Cli, Command, KeysCommand};
 
+/// jemalloc, chosen by measurement against glibc and mimalloc (docs/benchmarks.md): glibc kept
+/// every login's 19 MiB Argon2 buffer resident (+438 MiB after 200 logins, jemalloc +21 MiB),
+/// and jemalloc also needs the least per idle connection and CPU per delivery.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let serve_args = match &cli.command {

@@ -21,6 +21,7 @@ mod durability;
 mod first_start;
 mod helpers;
 mod key_rotation;
+mod login_memory;
 mod metrics_names;
 mod restart;
 mod secrets_in_logs;
