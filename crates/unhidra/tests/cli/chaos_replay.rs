@@ -19,8 +19,8 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use crate::helpers::rss_kib;
 use crate::helpers::{ws_recv_json, ws_send, Server, PASSWORD, RAISED_WS_LIMITS};
-use crate::slow_consumer::rss_kib;
 
 const DEFAULT_MESSAGES: i64 = 20_000;
 /// How much the server's RSS may grow while it replays, whatever the timeline's length: a

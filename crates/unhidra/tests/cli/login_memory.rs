@@ -7,20 +7,11 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use crate::helpers::{Server, PASSWORD};
+use crate::helpers::{rss_kib, Server, PASSWORD};
 
 const LOGINS: usize = 100;
 /// The bound for 200 logins; here for 100.
 const MAX_GROWTH_KIB: u64 = 64 * 1024;
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
 
 #[tokio::test]
 async fn logins_leave_the_servers_memory_where_it_was() {

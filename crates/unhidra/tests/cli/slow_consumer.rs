@@ -9,16 +9,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::helpers::{metric, ws_recv_json, ws_send, ws_subscribe, Server, PASSWORD};
-
-pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
+use crate::helpers::{metric, rss_kib, ws_recv_json, ws_send, ws_subscribe, Server, PASSWORD};
 
 #[tokio::test]
 async fn a_slow_consumer_is_closed_while_server_memory_stays_flat() {
