@@ -6,20 +6,17 @@ use std::path::Path;
 use unhidra_fuzz::jwt_key::{self, AUDIENCE, ISSUER, KID};
 use unhidra_fuzz::mqtt_input::{Credentials, Input, Op};
 
-fn write(target: &str, name: &str, bytes: &[u8]) {
+/// Writes `corpus/<target>/<file>`.
+fn write_file(target: &str, file: &str, bytes: &[u8]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("corpus")
         .join(target);
     std::fs::create_dir_all(&dir).expect("the corpus directory");
-    std::fs::write(dir.join(format!("seed-{name}")), bytes).expect("a seed");
+    std::fs::write(dir.join(file), bytes).expect("a seed");
 }
 
-fn write_regression(target: &str, name: &str, bytes: &[u8]) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("corpus")
-        .join(target);
-    std::fs::create_dir_all(&dir).expect("the corpus directory");
-    std::fs::write(dir.join(format!("regress-{name}")), bytes).expect("a seed");
+fn write(target: &str, name: &str, bytes: &[u8]) {
+    write_file(target, &format!("seed-{name}"), bytes);
 }
 
 fn main() {
@@ -231,7 +228,6 @@ fn mqtt() {
                 keep_alive: 0,
                 ops: vec![Op::PublishTo {
                     topic: "unhidra/devices/other/telemetry".to_owned(),
-                    qos: 1,
                     payload: b"{}".to_vec(),
                 }],
             },
@@ -304,9 +300,10 @@ fn mqtt() {
             input,
             "{name} does not decode to itself"
         );
-        match name.strip_prefix("regress-") {
-            Some(name) => write_regression("mqtt", name, &bytes),
-            None => write("mqtt", name, &bytes),
+        if name.starts_with("regress-") {
+            write_file("mqtt", name, &bytes);
+        } else {
+            write("mqtt", name, &bytes);
         }
     }
 }

@@ -28,10 +28,9 @@ pub enum Op {
         retain: bool,
         payload: Vec<u8>,
     },
-    /// To any topic.
+    /// To any topic, at QoS 1.
     PublishTo {
         topic: String,
-        qos: u8,
         payload: Vec<u8>,
     },
     Subscribe {
@@ -98,7 +97,6 @@ impl Input {
                     let (topic, payload) = body.split_at(split);
                     Op::PublishTo {
                         topic: text(topic),
-                        qos: 1,
                         payload: payload.get(1..).unwrap_or_default().to_vec(),
                     }
                 }
@@ -240,11 +238,9 @@ impl Input {
                     retain,
                     payload,
                 } => buf.extend(publish(topic(*kind), *qos, *retain, payload, next_pkid())),
-                Op::PublishTo {
-                    topic,
-                    qos,
-                    payload,
-                } => buf.extend(publish(topic.clone(), *qos, false, payload, next_pkid())),
+                Op::PublishTo { topic, payload } => {
+                    buf.extend(publish(topic.clone(), 1, false, payload, next_pkid()))
+                }
                 Op::Subscribe { filter, qos } => {
                     subscribe(&mut buf, self.v5, filter, *qos, next_pkid())
                 }

@@ -4,8 +4,8 @@
 //! [`MlBridge::start`] creates a 0700 directory and, per worker, binds a Unix socket in it
 //! (mode 0600) and starts `<program> <args…> --connect <socket> --max-frame-bytes <n>`; the
 //! worker connects back, and that one connection carries its requests. Frames are a 4-byte
-//! big-endian length and UTF-8 JSON ([`framing`], `tokio_util`'s length-delimited codec); frames above
-//! [`Settings::max_frame_bytes`] are refused on both sides. Requests are
+//! big-endian length and UTF-8 JSON ([`framing`], `tokio_util`'s length-delimited codec);
+//! frames above [`Settings::max_frame_bytes`] are refused on both sides. Requests are
 //! `{"id", "op", "payload"}` and answers `{"id", "ok", "result" | "error"}`, matched by `id`,
 //! which is unique for the bridge's lifetime, so a late answer can never be taken for another
 //! request's.
