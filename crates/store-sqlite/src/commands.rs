@@ -1,9 +1,11 @@
 //! Commands to devices: queued in order, delivered until answered or expired.
 
+use rusqlite::{params, Connection, OptionalExtension};
 use sqlx::SqlitePool;
 use time::OffsetDateTime;
 use unhidra_store::{Command, NewCommand, Result, StoreError};
 
+use crate::writer::{failed, stmt, violation, Violation};
 use crate::{db, from_ms, from_ms_opt, ms};
 
 type CommandRow = (
@@ -59,39 +61,40 @@ fn from_row(row: CommandRow) -> Result<Command> {
     })
 }
 
-pub(crate) async fn create(writer: &SqlitePool, c: NewCommand) -> Result<Command> {
-    let args = c.args.to_string();
-    let (seq,): (i64,) = sqlx::query_as(
+pub(crate) fn create(c: &Connection, command: NewCommand) -> Result<Command> {
+    let seq: i64 = stmt(
+        c,
         "INSERT INTO device_commands
              (id, device_id, sender_id, name, args, created_at, expires_at)
          VALUES (?, ?, ?, ?, ?, ?, ?)
          RETURNING seq",
+    )?
+    .query_row(
+        params![
+            command.id,
+            command.device_id,
+            command.sender_id,
+            command.name,
+            command.args.to_string(),
+            ms(command.created_at),
+            ms(command.expires_at)
+        ],
+        |row| row.get(0),
     )
-    .bind(&c.id)
-    .bind(&c.device_id)
-    .bind(&c.sender_id)
-    .bind(&c.name)
-    .bind(&args)
-    .bind(ms(c.created_at))
-    .bind(ms(c.expires_at))
-    .fetch_one(writer)
-    .await
-    .map_err(|err| match &err {
-        sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
-            StoreError::Invalid("no such device")
-        }
-        sqlx::Error::Database(e) if e.is_unique_violation() => StoreError::Conflict("command"),
-        _ => crate::db(err),
+    .map_err(|err| match violation(&err) {
+        Some(Violation::ForeignKey) => StoreError::Invalid("no such device"),
+        Some(Violation::Unique) => StoreError::Conflict("command"),
+        None => failed(err),
     })?;
     Ok(Command {
         seq,
-        id: c.id,
-        device_id: c.device_id,
-        sender_id: c.sender_id,
-        name: c.name,
-        args: c.args,
-        created_at: from_ms(ms(c.created_at))?,
-        expires_at: from_ms(ms(c.expires_at))?,
+        created_at: from_ms(ms(command.created_at))?,
+        expires_at: from_ms(ms(command.expires_at))?,
+        id: command.id,
+        device_id: command.device_id,
+        sender_id: command.sender_id,
+        name: command.name,
+        args: command.args,
         delivered_at: None,
         completed_at: None,
         ok: None,
@@ -130,40 +133,38 @@ pub(crate) async fn pending(
     rows.into_iter().map(from_row).collect()
 }
 
-pub(crate) async fn delivered(writer: &SqlitePool, id: &str, at: OffsetDateTime) -> Result<()> {
-    sqlx::query(
+pub(crate) fn delivered(c: &Connection, id: &str, at: OffsetDateTime) -> Result<()> {
+    stmt(
+        c,
         "UPDATE device_commands SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL",
-    )
-    .bind(ms(at))
-    .bind(id)
-    .execute(writer)
-    .await
-    .map_err(db)?;
+    )?
+    .execute(params![ms(at), id])
+    .map_err(failed)?;
     Ok(())
 }
 
-pub(crate) async fn complete(
-    writer: &SqlitePool,
+pub(crate) fn complete(
+    c: &Connection,
     device_id: &str,
     id: &str,
     ok: bool,
-    output: serde_json::Value,
+    output: &serde_json::Value,
     at: OffsetDateTime,
 ) -> Result<Option<Command>> {
-    let row: Option<CommandRow> = sqlx::query_as(&format!(
-        "UPDATE device_commands
-         SET completed_at = ?, ok = ?, output = ?, delivered_at = COALESCE(delivered_at, ?)
-         WHERE id = ? AND device_id = ? AND completed_at IS NULL
-         RETURNING {COLUMNS}"
-    ))
-    .bind(ms(at))
-    .bind(ok)
-    .bind(output.to_string())
-    .bind(ms(at))
-    .bind(id)
-    .bind(device_id)
-    .fetch_optional(writer)
-    .await
-    .map_err(db)?;
+    let row: Option<CommandRow> = stmt(
+        c,
+        &format!(
+            "UPDATE device_commands
+             SET completed_at = ?1, ok = ?2, output = ?3, delivered_at = COALESCE(delivered_at, ?1)
+             WHERE id = ?4 AND device_id = ?5 AND completed_at IS NULL
+             RETURNING {COLUMNS}"
+        ),
+    )?
+    .query_row(
+        params![ms(at), ok, output.to_string(), id, device_id],
+        |row| row.try_into(),
+    )
+    .optional()
+    .map_err(failed)?;
     row.map(from_row).transpose()
 }

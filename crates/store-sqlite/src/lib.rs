@@ -1,22 +1,22 @@
 //! The embedded SQLite backend: the default store, so `unhidra serve` needs no other service.
 //!
-//! One database file in WAL mode. Writes go through a pool of exactly one connection (SQLite
-//! has one writer anyway; queueing in the pool is cheaper than `SQLITE_BUSY` retries), reads
+//! One database file in WAL mode. Every write runs on one thread that owns the write
+//! connection ([`writer`]): writes that queue while a commit is on disk share the next
+//! transaction (and its fsync), each in its own savepoint and each acknowledged only after
+//! that commit, with one crossing between the async side and SQLite per batch. Reads go
 //! through a small pool of read-only connections that WAL lets run beside the writer.
 //! `synchronous=FULL`: a write the server acknowledges survives a crash or power loss.
-//! Message appends are group-committed: those that queue while a commit is on disk share the
-//! next transaction (and its fsync), each acknowledged only after that commit.
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
 use unhidra_store::{
     Actor, Appended, AuditEvent, Channel, ChannelEvent, Command, Device, DeviceCredential,
     DeviceSeen, HeldMessage, Member, Membership, Message, MessageEdit, NewAuditEvent, NewChannel,
@@ -25,20 +25,23 @@ use unhidra_store::{
     StoreError, StoredFile, TelemetryBucket, TelemetryPoint, TelemetryQuery, User,
 };
 
+use writer::{conflict, failed, missing, stmt, violation, Violation, Writer};
+
 mod commands;
 mod moderation;
 mod telemetry;
 mod timeline;
+mod writer;
+
+pub use writer::THREAD_NAME as WRITER_THREAD;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The SQLite store.
 #[derive(Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
+    writer: Writer,
     reader: SqlitePool,
-    /// Message appends, group-committed by [`append_loop`].
-    appends: mpsc::Sender<AppendJob>,
     /// Telemetry series ids known to be stored.
     series: std::sync::Arc<telemetry::SeriesCache>,
 }
@@ -52,6 +55,7 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self> {
+        use sqlx::{ConnectOptions, Connection as _};
         create_private(path)?;
         let base = SqliteConnectOptions::from_str("sqlite:")
             .map_err(StoreError::backend)?
@@ -60,58 +64,39 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .after_release(|conn, _| Box::pin(keep_writer(conn)))
-            .connect_with(base.clone().create_if_missing(true))
+        let mut migrating = base
+            .clone()
+            .create_if_missing(true)
+            .connect()
             .await
             .map_err(db)?;
-        MIGRATOR.run(&writer).await.map_err(|err| match err {
-            sqlx::migrate::MigrateError::Execute(err) => db(err),
-            other => StoreError::backend(other),
-        })?;
+        MIGRATOR
+            .run(&mut migrating)
+            .await
+            .map_err(|err| match err {
+                sqlx::migrate::MigrateError::Execute(err) => db(err),
+                other => StoreError::backend(other),
+            })?;
+        migrating.close().await.map_err(db)?;
+        let writer = Writer::start(path)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(base.read_only(true))
             .await
             .map_err(db)?;
         tracing::debug!(path = %path.display(), "sqlite store open");
-        let (appends, jobs) = mpsc::channel(1024);
-        tokio::spawn(append_loop(writer.clone(), jobs));
         Ok(Self {
             writer,
             reader,
-            appends,
             series: Default::default(),
         })
     }
 
-    /// Closes both pools, waiting for in-flight queries.
+    /// Closes the read connections, then finishes the queued writes and stops the writer.
     pub async fn close(&self) {
         self.reader.close().await;
-        self.writer.close().await;
+        self.writer.stop().await;
     }
-}
-
-/// Whether the writer connection may go back to the pool after use. After a full disk or an
-/// I/O error SQLite may roll a transaction back by itself; the rollback that sqlx then
-/// sends fails ("no transaction is active"), and sqlx still counts the connection as inside
-/// a transaction. Kept, that connection would open its next transaction as a savepoint and,
-/// after the next failure, roll back only to it: every later write would go into a
-/// transaction that never commits, acknowledged yet lost (the chaos test of a full disk
-/// found this). Such a connection is closed instead; the pool opens a fresh one.
-async fn keep_writer(conn: &mut sqlx::SqliteConnection) -> std::result::Result<bool, sqlx::Error> {
-    use sqlx::Connection;
-    // The rollbacks of dropped transactions are queued on the connection: let them run.
-    conn.ping().await?;
-    if conn.is_in_transaction() {
-        tracing::warn!(
-            "closing the store's writer connection: its transaction was rolled back by SQLite \
-             (disk full or I/O error); a new connection takes over"
-        );
-        return Ok(false);
-    }
-    Ok(true)
 }
 
 /// Creates the database file with mode 0600 if it does not exist; SQLite gives its `-wal`
@@ -141,14 +126,6 @@ fn from_ms(ms: i64) -> Result<OffsetDateTime> {
 
 fn from_ms_opt(ms: Option<i64>) -> Result<Option<OffsetDateTime>> {
     ms.map(from_ms).transpose()
-}
-
-/// Maps a unique-constraint violation to [`StoreError::Conflict`], anything else as [`db`].
-fn write_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |err| match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
-        _ => crate::db(err),
-    }
 }
 
 /// A SQLite failure as the services see it: a full disk, a read-only database or an I/O
@@ -377,25 +354,30 @@ impl Store for SqliteStore {
     }
 
     async fn create_user(&self, user: NewUser) -> Result<User> {
-        sqlx::query(
-            "INSERT INTO users (id, username, password_hash, is_admin, created_at)
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&user.id)
-        .bind(&user.username)
-        .bind(&user.password_hash)
-        .bind(user.is_admin)
-        .bind(ms(user.created_at))
-        .execute(&self.writer)
-        .await
-        .map_err(write_err("username"))?;
-        Ok(User {
-            id: user.id,
-            username: user.username,
-            password_hash: user.password_hash,
-            is_admin: user.is_admin,
-            created_at: from_ms(ms(user.created_at))?,
-        })
+        self.writer
+            .run(move |c| {
+                stmt(
+                    c,
+                    "INSERT INTO users (id, username, password_hash, is_admin, created_at)
+                     VALUES (?, ?, ?, ?, ?)",
+                )?
+                .execute(params![
+                    user.id,
+                    user.username,
+                    user.password_hash,
+                    user.is_admin,
+                    ms(user.created_at)
+                ])
+                .map_err(conflict("username"))?;
+                Ok(User {
+                    created_at: from_ms(ms(user.created_at))?,
+                    id: user.id,
+                    username: user.username,
+                    password_hash: user.password_hash,
+                    is_admin: user.is_admin,
+                })
+            })
+            .await
     }
 
     async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
@@ -429,24 +411,29 @@ impl Store for SqliteStore {
     }
 
     async fn create_session(&self, session: NewSession) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(&session.id)
-        .bind(&session.user_id)
-        .bind(ms(session.created_at))
-        .bind(ms(session.expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(write_err("session"))?;
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id) VALUES (?, ?)")
-            .bind(&session.token_hash)
-            .bind(&session.id)
-            .execute(&mut *tx)
+        self.writer
+            .run(move |c| {
+                stmt(
+                    c,
+                    "INSERT INTO sessions (id, user_id, created_at, expires_at)
+                     VALUES (?, ?, ?, ?)",
+                )?
+                .execute(params![
+                    session.id,
+                    session.user_id,
+                    ms(session.created_at),
+                    ms(session.expires_at)
+                ])
+                .map_err(conflict("session"))?;
+                stmt(
+                    c,
+                    "INSERT INTO refresh_tokens (token_hash, session_id) VALUES (?, ?)",
+                )?
+                .execute(params![session.token_hash, session.id])
+                .map_err(conflict("refresh_token"))?;
+                Ok(())
+            })
             .await
-            .map_err(write_err("refresh_token"))?;
-        tx.commit().await.map_err(db)
     }
 
     async fn rotate_refresh_token(
@@ -456,52 +443,51 @@ impl Store for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<RotateOutcome> {
         let now = ms(now);
-        // The single writer connection serializes this transaction against every other write,
-        // so the check-then-update below cannot race another rotation of the same token.
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let row: Option<(String, String, Option<i64>, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT s.id, s.user_id, t.used_at, s.expires_at, s.revoked_at
-             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-             WHERE t.token_hash = ?",
-        )
-        .bind(presented_hash)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        let Some((session_id, user_id, used_at, expires_at, revoked_at)) = row else {
-            return Ok(RotateOutcome::Unknown);
-        };
-        let session = SessionRef {
-            session_id,
-            user_id,
-        };
-        if revoked_at.is_some() || expires_at <= now {
-            return Ok(RotateOutcome::Dead(session));
-        }
-        if used_at.is_some() {
-            sqlx::query("UPDATE sessions SET revoked_at = ? WHERE id = ?")
-                .bind(now)
-                .bind(&session.session_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            tx.commit().await.map_err(db)?;
-            return Ok(RotateOutcome::Reused(session));
-        }
-        sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ?")
-            .bind(now)
-            .bind(presented_hash)
-            .execute(&mut *tx)
+        let presented = presented_hash.to_vec();
+        // The single writer runs this against every other write one at a time, so the
+        // check-then-update below cannot race another rotation of the same token.
+        self.writer
+            .run(move |c| {
+                let row: Option<(String, String, Option<i64>, i64, Option<i64>)> = stmt(
+                    c,
+                    "SELECT s.id, s.user_id, t.used_at, s.expires_at, s.revoked_at
+                     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+                     WHERE t.token_hash = ?",
+                )?
+                .query_row([&presented], |row| row.try_into())
+                .optional()
+                .map_err(failed)?;
+                let Some((session_id, user_id, used_at, expires_at, revoked_at)) = row else {
+                    return Ok(RotateOutcome::Unknown);
+                };
+                let session = SessionRef {
+                    session_id,
+                    user_id,
+                };
+                if revoked_at.is_some() || expires_at <= now {
+                    return Ok(RotateOutcome::Dead(session));
+                }
+                if used_at.is_some() {
+                    stmt(c, "UPDATE sessions SET revoked_at = ? WHERE id = ?")?
+                        .execute(params![now, session.session_id])
+                        .map_err(failed)?;
+                    return Ok(RotateOutcome::Reused(session));
+                }
+                stmt(
+                    c,
+                    "UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ?",
+                )?
+                .execute(params![now, presented])
+                .map_err(failed)?;
+                stmt(
+                    c,
+                    "INSERT INTO refresh_tokens (token_hash, session_id) VALUES (?, ?)",
+                )?
+                .execute(params![next.token_hash, session.session_id])
+                .map_err(conflict("refresh_token"))?;
+                Ok(RotateOutcome::Rotated(session))
+            })
             .await
-            .map_err(db)?;
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id) VALUES (?, ?)")
-            .bind(&next.token_hash)
-            .bind(&session.session_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(write_err("refresh_token"))?;
-        tx.commit().await.map_err(db)?;
-        Ok(RotateOutcome::Rotated(session))
     }
 
     async fn revoke_session_by_token(
@@ -509,33 +495,40 @@ impl Store for SqliteStore {
         presented_hash: &[u8],
         now: OffsetDateTime,
     ) -> Result<Option<SessionRef>> {
-        let row: Option<(String, String)> = sqlx::query_as(
-            "UPDATE sessions SET revoked_at = ?
-             WHERE revoked_at IS NULL
-               AND id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?)
-             RETURNING id, user_id",
-        )
-        .bind(ms(now))
-        .bind(presented_hash)
-        .fetch_optional(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(row.map(|(session_id, user_id)| SessionRef {
-            session_id,
-            user_id,
-        }))
+        let presented = presented_hash.to_vec();
+        self.writer
+            .run(move |c| {
+                let row: Option<(String, String)> = stmt(
+                    c,
+                    "UPDATE sessions SET revoked_at = ?
+                     WHERE revoked_at IS NULL
+                       AND id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?)
+                     RETURNING id, user_id",
+                )?
+                .query_row(params![ms(now), presented], |row| row.try_into())
+                .optional()
+                .map_err(failed)?;
+                Ok(row.map(|(session_id, user_id)| SessionRef {
+                    session_id,
+                    user_id,
+                }))
+            })
+            .await
     }
 
     async fn revoke_user_sessions(&self, user_id: &str, now: OffsetDateTime) -> Result<u64> {
-        let done = sqlx::query(
-            "UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
-        )
-        .bind(ms(now))
-        .bind(user_id)
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(done.rows_affected())
+        let user_id = user_id.to_owned();
+        self.writer
+            .run(move |c| {
+                let changed = stmt(
+                    c,
+                    "UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+                )?
+                .execute(params![ms(now), user_id])
+                .map_err(failed)?;
+                Ok(changed as u64)
+            })
+            .await
     }
 
     async fn session_is_live(
@@ -560,36 +553,41 @@ impl Store for SqliteStore {
     async fn create_device(&self, device: NewDevice) -> Result<Device> {
         let metadata = serde_json::to_string(&device.metadata)
             .map_err(|e| StoreError::Corrupt(format!("device metadata: {e}")))?;
-        sqlx::query(
-            "INSERT INTO devices
-                 (id, owner_id, name, kind, metadata, key_id, key_hash, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&device.id)
-        .bind(&device.owner_id)
-        .bind(&device.name)
-        .bind(&device.kind)
-        .bind(&metadata)
-        .bind(&device.key_id)
-        .bind(&device.key_hash)
-        .bind(ms(device.created_at))
-        .execute(&self.writer)
-        .await
-        .map_err(write_err("device"))?;
-        Ok(Device {
-            id: device.id,
-            owner_id: device.owner_id,
-            name: device.name,
-            kind: device.kind,
-            metadata: device.metadata,
-            key_id: device.key_id,
-            created_at: from_ms(ms(device.created_at))?,
-            revoked_at: None,
-            last_seen_at: None,
-            firmware_version: None,
-            free_memory: None,
-            channel_id: None,
-        })
+        self.writer
+            .run(move |c| {
+                stmt(
+                    c,
+                    "INSERT INTO devices
+                         (id, owner_id, name, kind, metadata, key_id, key_hash, created_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                )?
+                .execute(params![
+                    device.id,
+                    device.owner_id,
+                    device.name,
+                    device.kind,
+                    metadata,
+                    device.key_id,
+                    device.key_hash,
+                    ms(device.created_at)
+                ])
+                .map_err(conflict("device"))?;
+                Ok(Device {
+                    created_at: from_ms(ms(device.created_at))?,
+                    id: device.id,
+                    owner_id: device.owner_id,
+                    name: device.name,
+                    kind: device.kind,
+                    metadata: device.metadata,
+                    key_id: device.key_id,
+                    revoked_at: None,
+                    last_seen_at: None,
+                    firmware_version: None,
+                    free_memory: None,
+                    channel_id: None,
+                })
+            })
+            .await
     }
 
     async fn set_device_channel(
@@ -598,42 +596,46 @@ impl Store for SqliteStore {
         device_id: &str,
         channel_id: Option<&str>,
     ) -> Result<bool> {
-        let done = sqlx::query("UPDATE devices SET channel_id = ? WHERE id = ? AND owner_id = ?")
-            .bind(channel_id)
-            .bind(device_id)
-            .bind(owner_id)
-            .execute(&self.writer)
+        let (owner_id, device_id) = (owner_id.to_owned(), device_id.to_owned());
+        let channel_id = channel_id.map(str::to_owned);
+        self.writer
+            .run(move |c| {
+                let changed = stmt(
+                    c,
+                    "UPDATE devices SET channel_id = ? WHERE id = ? AND owner_id = ?",
+                )?
+                .execute(params![channel_id, device_id, owner_id])
+                .map_err(missing("no such channel"))?;
+                Ok(changed == 1)
+            })
             .await
-            .map_err(|err| match &err {
-                sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
-                    StoreError::Invalid("no such channel")
-                }
-                _ => db(err),
-            })?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn record_devices_seen(&self, seen: &[(String, DeviceSeen)]) -> Result<u64> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let mut updated = 0;
-        for (device_id, seen) in seen {
-            let done = sqlx::query(
-                "UPDATE devices SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?),
-                        firmware_version = COALESCE(?, firmware_version),
-                        free_memory = COALESCE(?, free_memory)
-                 WHERE id = ?",
-            )
-            .bind(ms(seen.at))
-            .bind(&seen.firmware_version)
-            .bind(seen.free_memory.and_then(|m| i64::try_from(m).ok()))
-            .bind(device_id)
-            .execute(&mut *tx)
+        let seen = seen.to_vec();
+        self.writer
+            .run(move |c| {
+                let mut update = stmt(
+                    c,
+                    "UPDATE devices SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?),
+                            firmware_version = COALESCE(?, firmware_version),
+                            free_memory = COALESCE(?, free_memory)
+                     WHERE id = ?",
+                )?;
+                let mut updated = 0;
+                for (device_id, seen) in &seen {
+                    updated += update
+                        .execute(params![
+                            ms(seen.at),
+                            seen.firmware_version,
+                            seen.free_memory.and_then(|m| i64::try_from(m).ok()),
+                            device_id
+                        ])
+                        .map_err(failed)? as u64;
+                }
+                Ok(updated)
+            })
             .await
-            .map_err(db)?;
-            updated += done.rows_affected();
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(updated)
     }
 
     async fn devices_of(&self, owner_id: &str) -> Result<Vec<Device>> {
@@ -670,16 +672,19 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_device(&self, owner_id: &str, id: &str, now: OffsetDateTime) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND owner_id = ?",
-        )
-        .bind(ms(now))
-        .bind(id)
-        .bind(owner_id)
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(done.rows_affected() == 1)
+        let (owner_id, id) = (owner_id.to_owned(), id.to_owned());
+        self.writer
+            .run(move |c| {
+                let changed = stmt(
+                    c,
+                    "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?)
+                     WHERE id = ? AND owner_id = ?",
+                )?
+                .execute(params![ms(now), id, owner_id])
+                .map_err(failed)?;
+                Ok(changed == 1)
+            })
+            .await
     }
 
     async fn device_credential(&self, key_id: &str) -> Result<Option<DeviceCredential>> {
@@ -701,39 +706,44 @@ impl Store for SqliteStore {
     }
 
     async fn create_channel(&self, channel: NewChannel) -> Result<Channel> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        sqlx::query(
-            "INSERT INTO channels (id, name, private, created_by, created_at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&channel.id)
-        .bind(&channel.name)
-        .bind(channel.private)
-        .bind(&channel.created_by)
-        .bind(ms(channel.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(write_err("channel"))?;
-        sqlx::query(
-            "INSERT INTO channel_members (channel_id, user_id, joined_at, role)
-             VALUES (?, ?, ?, 'owner')",
-        )
-        .bind(&channel.id)
-        .bind(&channel.created_by)
-        .bind(ms(channel.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(Channel {
-            id: channel.id,
-            name: channel.name,
-            private: channel.private,
-            created_by: channel.created_by,
-            created_at: from_ms(ms(channel.created_at))?,
-            last_seq: 0,
-            archived_at: None,
-            direct: false,
-        })
+        self.writer
+            .run(move |c| {
+                stmt(
+                    c,
+                    "INSERT INTO channels (id, name, private, created_by, created_at)
+                     VALUES (?, ?, ?, ?, ?)",
+                )?
+                .execute(params![
+                    channel.id,
+                    channel.name,
+                    channel.private,
+                    channel.created_by,
+                    ms(channel.created_at)
+                ])
+                .map_err(conflict("channel"))?;
+                stmt(
+                    c,
+                    "INSERT INTO channel_members (channel_id, user_id, joined_at, role)
+                     VALUES (?, ?, ?, 'owner')",
+                )?
+                .execute(params![
+                    channel.id,
+                    channel.created_by,
+                    ms(channel.created_at)
+                ])
+                .map_err(failed)?;
+                Ok(Channel {
+                    created_at: from_ms(ms(channel.created_at))?,
+                    id: channel.id,
+                    name: channel.name,
+                    private: channel.private,
+                    created_by: channel.created_by,
+                    last_seq: 0,
+                    archived_at: None,
+                    direct: false,
+                })
+            })
+            .await
     }
 
     async fn channel_by_id(&self, id: &str) -> Result<Option<Channel>> {
@@ -748,31 +758,26 @@ impl Store for SqliteStore {
     }
 
     async fn add_member(&self, channel_id: &str, user_id: &str, by: &Actor) -> Result<Option<i64>> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let done = sqlx::query(
-            "INSERT INTO channel_members (channel_id, user_id, joined_at) VALUES (?, ?, ?)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(channel_id)
-        .bind(user_id)
-        .bind(ms(by.at))
-        .execute(&mut *tx)
-        .await
-        .map_err(|err| match &err {
-            sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
-                StoreError::Invalid("no such user or channel")
-            }
-            _ => db(err),
-        })?;
-        timeline::commit_change(
-            tx,
-            done.rows_affected() > 0,
-            channel_id,
-            timeline::Kind::MemberJoined,
-            by,
-            Some(user_id),
-        )
-        .await
+        let (channel_id, user_id, by) = (channel_id.to_owned(), user_id.to_owned(), by.clone());
+        self.writer
+            .run(move |c| {
+                let changed = stmt(
+                    c,
+                    "INSERT INTO channel_members (channel_id, user_id, joined_at) VALUES (?, ?, ?)
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![channel_id, user_id, ms(by.at)])
+                .map_err(missing("no such user or channel"))?;
+                timeline::record_change(
+                    c,
+                    changed > 0,
+                    &channel_id,
+                    timeline::Kind::MemberJoined,
+                    &by,
+                    Some(&user_id),
+                )
+            })
+            .await
     }
 
     async fn is_member(&self, channel_id: &str, user_id: &str) -> Result<bool> {
@@ -787,12 +792,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_message(&self, message: NewMessage) -> Result<Appended> {
-        let (reply, answer) = oneshot::channel();
-        self.appends
-            .send(AppendJob { message, reply })
-            .await
-            .map_err(|_| appends_stopped())?;
-        answer.await.map_err(|_| appends_stopped())?
+        self.writer.run(move |c| append(c, message)).await
     }
 
     async fn open_direct(
@@ -800,64 +800,60 @@ impl Store for SqliteStore {
         channel: NewChannel,
         members: &[String],
     ) -> Result<(Channel, bool)> {
-        let mut ids: Vec<&str> = members.iter().map(String::as_str).collect();
+        let mut ids: Vec<String> = members.to_vec();
         ids.sort_unstable();
         ids.dedup();
         let key = ids.join(",");
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let existing: Option<ChannelRow> = sqlx::query_as(&format!(
-            "SELECT {CHANNEL_COLUMNS} FROM channels WHERE dm_key = ?"
-        ))
-        .bind(&key)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        if let Some(row) = existing {
-            return Ok((channel_from_row(row)?, false));
-        }
-        sqlx::query(
-            "INSERT INTO channels (id, name, private, created_by, created_at, dm_key)
-             VALUES (?, ?, 1, ?, ?, ?)",
-        )
-        .bind(&channel.id)
-        .bind(&channel.name)
-        .bind(&channel.created_by)
-        .bind(ms(channel.created_at))
-        .bind(&key)
-        .execute(&mut *tx)
-        .await
-        .map_err(write_err("channel"))?;
-        for user_id in &ids {
-            sqlx::query(
-                "INSERT INTO channel_members (channel_id, user_id, joined_at, role)
-                 VALUES (?, ?, ?, 'member')",
-            )
-            .bind(&channel.id)
-            .bind(user_id)
-            .bind(ms(channel.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(|err| match &err {
-                sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
-                    StoreError::Invalid("no such user")
+        self.writer
+            .run(move |c| {
+                let existing: Option<ChannelRow> = stmt(
+                    c,
+                    &format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE dm_key = ?"),
+                )?
+                .query_row([&key], |row| row.try_into())
+                .optional()
+                .map_err(failed)?;
+                if let Some(row) = existing {
+                    return Ok((channel_from_row(row)?, false));
                 }
-                _ => db(err),
-            })?;
-        }
-        tx.commit().await.map_err(db)?;
-        Ok((
-            Channel {
-                id: channel.id,
-                name: channel.name,
-                private: true,
-                created_by: channel.created_by,
-                created_at: from_ms(ms(channel.created_at))?,
-                last_seq: 0,
-                archived_at: None,
-                direct: true,
-            },
-            true,
-        ))
+                stmt(
+                    c,
+                    "INSERT INTO channels (id, name, private, created_by, created_at, dm_key)
+                     VALUES (?, ?, 1, ?, ?, ?)",
+                )?
+                .execute(params![
+                    channel.id,
+                    channel.name,
+                    channel.created_by,
+                    ms(channel.created_at),
+                    key
+                ])
+                .map_err(conflict("channel"))?;
+                let mut member = stmt(
+                    c,
+                    "INSERT INTO channel_members (channel_id, user_id, joined_at, role)
+                     VALUES (?, ?, ?, 'member')",
+                )?;
+                for user_id in &ids {
+                    member
+                        .execute(params![channel.id, user_id, ms(channel.created_at)])
+                        .map_err(missing("no such user"))?;
+                }
+                Ok((
+                    Channel {
+                        created_at: from_ms(ms(channel.created_at))?,
+                        id: channel.id,
+                        name: channel.name,
+                        private: true,
+                        created_by: channel.created_by,
+                        last_seq: 0,
+                        archived_at: None,
+                        direct: true,
+                    },
+                    true,
+                ))
+            })
+            .await
     }
 
     async fn members_of(&self, channel_id: &str) -> Result<Vec<Member>> {
@@ -948,15 +944,18 @@ impl Store for SqliteStore {
         user_id: &str,
         new_role: Role,
     ) -> Result<bool> {
-        let done =
-            sqlx::query("UPDATE channel_members SET role = ? WHERE channel_id = ? AND user_id = ?")
-                .bind(new_role.as_str())
-                .bind(channel_id)
-                .bind(user_id)
-                .execute(&self.writer)
-                .await
-                .map_err(db)?;
-        Ok(done.rows_affected() == 1)
+        let (channel_id, user_id) = (channel_id.to_owned(), user_id.to_owned());
+        self.writer
+            .run(move |c| {
+                let changed = stmt(
+                    c,
+                    "UPDATE channel_members SET role = ? WHERE channel_id = ? AND user_id = ?",
+                )?
+                .execute(params![new_role.as_str(), channel_id, user_id])
+                .map_err(failed)?;
+                Ok(changed == 1)
+            })
+            .await
     }
 
     async fn remove_member(
@@ -965,22 +964,25 @@ impl Store for SqliteStore {
         user_id: &str,
         by: &Actor,
     ) -> Result<Option<i64>> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let done = sqlx::query("DELETE FROM channel_members WHERE channel_id = ? AND user_id = ?")
-            .bind(channel_id)
-            .bind(user_id)
-            .execute(&mut *tx)
+        let (channel_id, user_id, by) = (channel_id.to_owned(), user_id.to_owned(), by.clone());
+        self.writer
+            .run(move |c| {
+                let changed = stmt(
+                    c,
+                    "DELETE FROM channel_members WHERE channel_id = ? AND user_id = ?",
+                )?
+                .execute(params![channel_id, user_id])
+                .map_err(failed)?;
+                timeline::record_change(
+                    c,
+                    changed > 0,
+                    &channel_id,
+                    timeline::Kind::MemberLeft,
+                    &by,
+                    Some(&user_id),
+                )
+            })
             .await
-            .map_err(db)?;
-        timeline::commit_change(
-            tx,
-            done.rows_affected() > 0,
-            channel_id,
-            timeline::Kind::MemberLeft,
-            by,
-            Some(user_id),
-        )
-        .await
     }
 
     async fn rename_channel(
@@ -989,22 +991,22 @@ impl Store for SqliteStore {
         name: &str,
         by: &Actor,
     ) -> Result<Option<i64>> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let done = sqlx::query("UPDATE channels SET name = ? WHERE id = ?")
-            .bind(name)
-            .bind(channel_id)
-            .execute(&mut *tx)
+        let (channel_id, name, by) = (channel_id.to_owned(), name.to_owned(), by.clone());
+        self.writer
+            .run(move |c| {
+                let changed = stmt(c, "UPDATE channels SET name = ? WHERE id = ?")?
+                    .execute(params![name, channel_id])
+                    .map_err(conflict("channel"))?;
+                timeline::record_change(
+                    c,
+                    changed > 0,
+                    &channel_id,
+                    timeline::Kind::ChannelUpdated,
+                    &by,
+                    None,
+                )
+            })
             .await
-            .map_err(write_err("channel"))?;
-        timeline::commit_change(
-            tx,
-            done.rows_affected() > 0,
-            channel_id,
-            timeline::Kind::ChannelUpdated,
-            by,
-            None,
-        )
-        .await
     }
 
     async fn set_archived(
@@ -1013,39 +1015,41 @@ impl Store for SqliteStore {
         archived: bool,
         by: &Actor,
     ) -> Result<Option<i64>> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let done = sqlx::query("UPDATE channels SET archived_at = ? WHERE id = ?")
-            .bind(archived.then(|| ms(by.at)))
-            .bind(channel_id)
-            .execute(&mut *tx)
+        let (channel_id, by) = (channel_id.to_owned(), by.clone());
+        self.writer
+            .run(move |c| {
+                let changed = stmt(c, "UPDATE channels SET archived_at = ? WHERE id = ?")?
+                    .execute(params![archived.then(|| ms(by.at)), channel_id])
+                    .map_err(failed)?;
+                timeline::record_change(
+                    c,
+                    changed > 0,
+                    &channel_id,
+                    timeline::Kind::ChannelUpdated,
+                    &by,
+                    None,
+                )
+            })
             .await
-            .map_err(db)?;
-        timeline::commit_change(
-            tx,
-            done.rows_affected() > 0,
-            channel_id,
-            timeline::Kind::ChannelUpdated,
-            by,
-            None,
-        )
-        .await
     }
 
     async fn mark_read(&self, channel_id: &str, user_id: &str, seq: i64) -> Result<Option<i64>> {
-        let row: Option<(i64,)> = sqlx::query_as(
-            "UPDATE channel_members
-             SET last_read_seq = MAX(last_read_seq,
-                 MIN(?, (SELECT last_seq FROM channels WHERE id = channel_members.channel_id)))
-             WHERE channel_id = ? AND user_id = ?
-             RETURNING last_read_seq",
-        )
-        .bind(seq)
-        .bind(channel_id)
-        .bind(user_id)
-        .fetch_optional(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(row.map(|(s,)| s))
+        let (channel_id, user_id) = (channel_id.to_owned(), user_id.to_owned());
+        self.writer
+            .run(move |c| {
+                stmt(
+                    c,
+                    "UPDATE channel_members
+                     SET last_read_seq = MAX(last_read_seq,
+                         MIN(?, (SELECT last_seq FROM channels WHERE id = channel_members.channel_id)))
+                     WHERE channel_id = ? AND user_id = ?
+                     RETURNING last_read_seq",
+                )?
+                .query_row(params![seq, channel_id, user_id], |row| row.get(0))
+                .optional()
+                .map_err(failed)
+            })
+            .await
     }
 
     async fn messages_before(
@@ -1112,7 +1116,7 @@ impl Store for SqliteStore {
     }
 
     async fn hold_message(&self, message: NewMessage) -> Result<(HeldMessage, bool)> {
-        moderation::hold(&self.writer, message).await
+        self.writer.run(move |c| moderation::hold(c, message)).await
     }
 
     async fn held_messages(&self, limit: u32) -> Result<Vec<HeldMessage>> {
@@ -1124,7 +1128,8 @@ impl Store for SqliteStore {
     }
 
     async fn remove_held(&self, id: &str) -> Result<bool> {
-        moderation::remove(&self.writer, id).await
+        let id = id.to_owned();
+        self.writer.run(move |c| moderation::remove(c, &id)).await
     }
 
     async fn flagged_messages(&self, limit: u32) -> Result<Vec<Message>> {
@@ -1209,7 +1214,7 @@ impl Store for SqliteStore {
 
     async fn edit_message(&self, edit: MessageEdit) -> Result<Option<(Message, i64)>> {
         let (channel_id, message_id) = (edit.channel_id.clone(), edit.message_id.clone());
-        let Some(seq) = timeline::edit(&self.writer, edit).await? else {
+        let Some(seq) = self.writer.run(move |c| timeline::edit(c, &edit)).await? else {
             return Ok(None);
         };
         let message = self
@@ -1225,7 +1230,11 @@ impl Store for SqliteStore {
         message_id: &str,
         by: &Actor,
     ) -> Result<Option<i64>> {
-        timeline::delete(&self.writer, channel_id, message_id, by).await
+        let (channel_id, message_id, by) =
+            (channel_id.to_owned(), message_id.to_owned(), by.clone());
+        self.writer
+            .run(move |c| timeline::delete(c, &channel_id, &message_id, &by))
+            .await
     }
 
     async fn message_revisions(&self, message_id: &str) -> Result<Vec<Revision>> {
@@ -1256,7 +1265,15 @@ impl Store for SqliteStore {
         add: bool,
         by: &Actor,
     ) -> Result<ReactionOutcome> {
-        timeline::react(&self.writer, channel_id, message_id, emoji, add, by).await
+        let (channel_id, message_id, emoji, by) = (
+            channel_id.to_owned(),
+            message_id.to_owned(),
+            emoji.to_owned(),
+            by.clone(),
+        );
+        self.writer
+            .run(move |c| timeline::react(c, &channel_id, &message_id, &emoji, add, &by))
+            .await
     }
 
     async fn channel_peers(&self, user_id: &str) -> Result<Vec<String>> {
@@ -1276,20 +1293,25 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, event: NewAuditEvent) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit_events (at, kind, actor, subject, ip, detail)
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(ms(event.at))
-        .bind(&event.kind)
-        .bind(&event.actor)
-        .bind(&event.subject)
-        .bind(&event.ip)
-        .bind(event.detail.to_string())
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(())
+        self.writer
+            .run(move |c| {
+                stmt(
+                    c,
+                    "INSERT INTO audit_events (at, kind, actor, subject, ip, detail)
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )?
+                .execute(params![
+                    ms(event.at),
+                    event.kind,
+                    event.actor,
+                    event.subject,
+                    event.ip,
+                    event.detail.to_string()
+                ])
+                .map_err(failed)?;
+                Ok(())
+            })
+            .await
     }
 
     async fn audit_events(&self, limit: u32, before_id: Option<i64>) -> Result<Vec<AuditEvent>> {
@@ -1328,37 +1350,40 @@ impl Store for SqliteStore {
 
     async fn insert_file(&self, file: NewFile) -> Result<StoredFile> {
         let size = i64::try_from(file.size).map_err(|_| StoreError::Invalid("file size"))?;
-        sqlx::query(
-            "INSERT INTO files
-                 (id, channel_id, uploader_id, sha256, size, name, content_type, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&file.id)
-        .bind(&file.channel_id)
-        .bind(&file.uploader_id)
-        .bind(&file.sha256)
-        .bind(size)
-        .bind(&file.name)
-        .bind(&file.content_type)
-        .bind(ms(file.created_at))
-        .execute(&self.writer)
-        .await
-        .map_err(|err| match &err {
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                StoreError::Invalid("no such channel")
-            }
-            _ => write_err("file")(err),
-        })?;
-        Ok(StoredFile {
-            id: file.id,
-            channel_id: file.channel_id,
-            uploader_id: file.uploader_id,
-            sha256: file.sha256,
-            size: file.size,
-            name: file.name,
-            content_type: file.content_type,
-            created_at: from_ms(ms(file.created_at))?,
-        })
+        self.writer
+            .run(move |c| {
+                stmt(
+                    c,
+                    "INSERT INTO files
+                         (id, channel_id, uploader_id, sha256, size, name, content_type, created_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                )?
+                .execute(params![
+                    file.id,
+                    file.channel_id,
+                    file.uploader_id,
+                    file.sha256,
+                    size,
+                    file.name,
+                    file.content_type,
+                    ms(file.created_at)
+                ])
+                .map_err(|err| match violation(&err) {
+                    Some(Violation::ForeignKey) => StoreError::Invalid("no such channel"),
+                    _ => conflict("file")(err),
+                })?;
+                Ok(StoredFile {
+                    created_at: from_ms(ms(file.created_at))?,
+                    id: file.id,
+                    channel_id: file.channel_id,
+                    uploader_id: file.uploader_id,
+                    sha256: file.sha256,
+                    size: file.size,
+                    name: file.name,
+                    content_type: file.content_type,
+                })
+            })
+            .await
     }
 
     async fn file_by_id(&self, id: &str) -> Result<Option<StoredFile>> {
@@ -1390,7 +1415,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_command(&self, command: NewCommand) -> Result<Command> {
-        commands::create(&self.writer, command).await
+        self.writer.run(move |c| commands::create(c, command)).await
     }
 
     async fn command_by_id(&self, id: &str) -> Result<Option<Command>> {
@@ -1407,7 +1432,10 @@ impl Store for SqliteStore {
     }
 
     async fn mark_command_delivered(&self, id: &str, at: OffsetDateTime) -> Result<()> {
-        commands::delivered(&self.writer, id, at).await
+        let id = id.to_owned();
+        self.writer
+            .run(move |c| commands::delivered(c, &id, at))
+            .await
     }
 
     async fn complete_command(
@@ -1418,97 +1446,28 @@ impl Store for SqliteStore {
         output: serde_json::Value,
         at: OffsetDateTime,
     ) -> Result<Option<Command>> {
-        commands::complete(&self.writer, device_id, id, ok, output, at).await
+        let (device_id, id) = (device_id.to_owned(), id.to_owned());
+        self.writer
+            .run(move |c| commands::complete(c, &device_id, &id, ok, &output, at))
+            .await
     }
 }
 
-/// An append waiting for the writer.
-struct AppendJob {
-    message: NewMessage,
-    reply: oneshot::Sender<Result<Appended>>,
-}
-
-/// Most appends committed in one transaction.
-const MAX_BATCH: usize = 64;
-
-fn appends_stopped() -> StoreError {
-    StoreError::backend(std::io::Error::other("the store's writer has stopped"))
-}
-
-/// Group commit for messages. Appends queue here and are written in batches: everything
-/// that queued while the previous commit was on disk goes into the next transaction, one
-/// savepoint each (a refused append rolls back alone), and each is answered only after the
-/// batch's commit. One append alone is written at once; under load, one fsync serves many.
-async fn append_loop(writer: SqlitePool, mut jobs: mpsc::Receiver<AppendJob>) {
-    while let Some(first) = jobs.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let (messages, replies): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|j| (j.message, j.reply)).unzip();
-        let results = append_batch(&writer, messages).await;
-        for (reply, result) in replies.into_iter().zip(results) {
-            // The caller may have gone away (its connection closed); the data is stored.
-            let _ = reply.send(result);
-        }
-    }
-}
-
-async fn append_batch(writer: &SqlitePool, messages: Vec<NewMessage>) -> Vec<Result<Appended>> {
-    let count = messages.len();
-    // Nothing of the batch was committed: every append gets the error.
-    let all_failed = |err: StoreError| -> Vec<Result<Appended>> {
-        (0..count).map(|_| Err(err.for_another())).collect()
-    };
-    let mut tx = match writer.begin().await {
-        Ok(tx) => tx,
-        Err(err) => return all_failed(db(err)),
-    };
-    let mut results = Vec::with_capacity(count);
-    for message in messages {
-        let mut savepoint = match sqlx::Acquire::begin(&mut *tx).await {
-            Ok(sp) => sp,
-            Err(err) => return all_failed(db(err)),
-        };
-        let result = append_in(&mut savepoint, message).await;
-        if let Err(err @ StoreError::Unavailable { .. }) = &result {
-            // A full disk or an I/O error: SQLite may have rolled the whole transaction back
-            // already, and the rest of the batch would fail the same way. Dropping the
-            // transaction rolls back whatever is left of it.
-            return all_failed(err.for_another());
-        }
-        let ended = if result.is_ok() {
-            savepoint.commit().await
-        } else {
-            savepoint.rollback().await
-        };
-        if let Err(err) = ended {
-            return all_failed(db(err));
-        }
-        results.push(result);
-    }
-    match tx.commit().await {
-        Ok(()) => results,
-        Err(err) => all_failed(db(err)),
-    }
-}
-
-/// One append inside the batch's transaction (see [`append_loop`]).
-async fn append_in(conn: &mut sqlx::SqliteConnection, message: NewMessage) -> Result<Appended> {
-    let existing: Option<MessageRow> = sqlx::query_as(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages
-         WHERE channel_id = ? AND sender_id = ? AND client_msg_id = ?"
-    ))
-    .bind(&message.channel_id)
-    .bind(&message.sender_id)
-    .bind(&message.client_msg_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db)?;
+/// Stores one message inside the writer's transaction (see [`Store::append_message`]).
+fn append(c: &Connection, message: NewMessage) -> Result<Appended> {
+    let existing: Option<MessageRow> = stmt(
+        c,
+        &format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE channel_id = ? AND sender_id = ? AND client_msg_id = ?"
+        ),
+    )?
+    .query_row(
+        params![message.channel_id, message.sender_id, message.client_msg_id],
+        |row| row.try_into(),
+    )
+    .optional()
+    .map_err(failed)?;
     if let Some(row) = existing {
         return Ok(Appended {
             message: message_from_row(row)?,
@@ -1516,75 +1475,64 @@ async fn append_in(conn: &mut sqlx::SqliteConnection, message: NewMessage) -> Re
         });
     }
     if let Some(root_id) = &message.thread_root_id {
-        let root: Option<(Option<String>,)> =
-            sqlx::query_as("SELECT thread_root_id FROM messages WHERE channel_id = ? AND id = ?")
-                .bind(&message.channel_id)
-                .bind(root_id)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(db)?;
+        let root: Option<Option<String>> = stmt(
+            c,
+            "SELECT thread_root_id FROM messages WHERE channel_id = ? AND id = ?",
+        )?
+        .query_row(params![message.channel_id, root_id], |row| row.get(0))
+        .optional()
+        .map_err(failed)?;
         match root {
             None => return Err(StoreError::Invalid("no such thread root in this channel")),
-            Some((Some(_),)) => return Err(StoreError::Invalid("a reply cannot start a thread")),
-            Some((None,)) => {}
+            Some(Some(_)) => return Err(StoreError::Invalid("a reply cannot start a thread")),
+            Some(None) => {}
         }
-        sqlx::query(
+        stmt(
+            c,
             "UPDATE messages SET reply_count = reply_count + 1, last_reply_at = ?
              WHERE channel_id = ? AND id = ?",
-        )
-        .bind(ms(message.created_at))
-        .bind(&message.channel_id)
-        .bind(root_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+        )?
+        .execute(params![ms(message.created_at), message.channel_id, root_id])
+        .map_err(failed)?;
     }
-    let (seq,): (i64,) = sqlx::query_as(
-        "UPDATE channels SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
-    )
-    .bind(&message.channel_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db)?
-    .ok_or_else(|| StoreError::Corrupt(format!("no channel {}", message.channel_id)))?;
-    let search_rowid =
-        sqlx::query("INSERT INTO messages_fts (body, channel_id, message_id) VALUES (?, ?, ?)")
-            .bind(&message.body)
-            .bind(&message.channel_id)
-            .bind(&message.id)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?
-            .last_insert_rowid();
-    sqlx::query(
+    let seq = timeline::next_seq(c, &message.channel_id)?;
+    stmt(
+        c,
+        "INSERT INTO messages_fts (body, channel_id, message_id) VALUES (?, ?, ?)",
+    )?
+    .execute(params![message.body, message.channel_id, message.id])
+    .map_err(failed)?;
+    let search_rowid = c.last_insert_rowid();
+    stmt(
+        c,
         "INSERT INTO messages (id, channel_id, seq, sender_id, client_msg_id, body, created_at,
                                thread_root_id, search_rowid, flag_reasons)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&message.id)
-    .bind(&message.channel_id)
-    .bind(seq)
-    .bind(&message.sender_id)
-    .bind(&message.client_msg_id)
-    .bind(&message.body)
-    .bind(ms(message.created_at))
-    .bind(&message.thread_root_id)
-    .bind(search_rowid)
-    .bind((!message.flag_reasons.is_empty()).then(|| strings_json(&message.flag_reasons)))
-    .execute(&mut *conn)
-    .await
-    .map_err(write_err("message"))?;
-    timeline::insert_mentions(conn, &message.channel_id, seq, &message.mentions).await?;
-    let attachments = timeline::attach(conn, &message).await?;
+    )?
+    .execute(params![
+        message.id,
+        message.channel_id,
+        seq,
+        message.sender_id,
+        message.client_msg_id,
+        message.body,
+        ms(message.created_at),
+        message.thread_root_id,
+        search_rowid,
+        (!message.flag_reasons.is_empty()).then(|| strings_json(&message.flag_reasons)),
+    ])
+    .map_err(conflict("message"))?;
+    timeline::insert_mentions(c, &message.channel_id, seq, &message.mentions)?;
+    let attachments = timeline::attach(c, &message)?;
     Ok(Appended {
         message: Message {
+            created_at: from_ms(ms(message.created_at))?,
             id: message.id,
             channel_id: message.channel_id,
             seq,
             sender_id: message.sender_id,
             client_msg_id: message.client_msg_id,
             body: message.body,
-            created_at: from_ms(ms(message.created_at))?,
             thread_root_id: message.thread_root_id,
             reply_count: 0,
             last_reply_at: None,
@@ -1638,7 +1586,7 @@ mod tests {
     /// writes are refused as [`Outage::Full`] (not an opaque backend error), never
     /// acknowledged, and once there is room again the next writes really commit (readers
     /// see them). SQLite rolls back only the statement here; the whole transaction it rolls
-    /// back on a really full disk (see [`keep_writer`]) is covered by the chaos test of a
+    /// back on a really full disk (see `writer::run_loop`) is covered by the chaos test of a
     /// full tmpfs, crates/unhidra/tests/cli/chaos_disk.rs, which needs root.
     #[tokio::test]
     async fn a_full_database_refuses_writes_as_full_and_commits_again_when_there_is_room() {
@@ -1657,12 +1605,15 @@ mod tests {
             })
             .await
             .unwrap();
-        let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count")
-            .fetch_one(&store.writer)
-            .await
-            .unwrap();
-        sqlx::query(&format!("PRAGMA max_page_count = {}", pages + 8))
-            .execute(&store.writer)
+        store
+            .writer
+            .run(|c| {
+                let pages: i64 = c
+                    .query_row("PRAGMA page_count", [], |row| row.get(0))
+                    .map_err(failed)?;
+                c.pragma_update(None, "max_page_count", pages + 8)
+                    .map_err(failed)
+            })
             .await
             .unwrap();
 
@@ -1714,9 +1665,13 @@ mod tests {
             ),
         }
 
-        // Room again (on whichever writer connection the pool holds now).
-        sqlx::query("PRAGMA max_page_count = 1073741823")
-            .execute(&store.writer)
+        // Room again (on whichever writer connection the writer holds now).
+        store
+            .writer
+            .run(|c| {
+                c.pragma_update(None, "max_page_count", 1_073_741_823)
+                    .map_err(failed)
+            })
             .await
             .unwrap();
         store.create_user(user("dave")).await.unwrap();

@@ -1,11 +1,13 @@
 //! Moderation: messages held out of their channel until an administrator decides, and the
 //! list of flagged ones.
 
+use rusqlite::{params, Connection};
 use sqlx::SqlitePool;
 use unhidra_store::{HeldMessage, Message, NewMessage, Result};
 
+use crate::writer::{conflict, failed, stmt};
 use crate::{
-    db, from_ms, json_strings, message_from_row, ms, strings_json, timeline, write_err, MessageRow,
+    db, from_ms, json_strings, message_from_row, ms, strings_json, timeline, MessageRow,
     MESSAGE_COLUMNS,
 };
 
@@ -41,40 +43,39 @@ fn held_from_row(row: HeldRow) -> Result<HeldMessage> {
     })
 }
 
-pub(crate) async fn hold(writer: &SqlitePool, m: NewMessage) -> Result<(HeldMessage, bool)> {
-    let mut tx = writer.begin().await.map_err(db)?;
-    let inserted = sqlx::query(
+pub(crate) fn hold(c: &Connection, m: NewMessage) -> Result<(HeldMessage, bool)> {
+    let inserted = stmt(
+        c,
         "INSERT INTO held_messages (id, channel_id, sender_id, client_msg_id, body,
                                     thread_root_id, mentions, attachments, reasons, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (channel_id, sender_id, client_msg_id) DO NOTHING",
-    )
-    .bind(&m.id)
-    .bind(&m.channel_id)
-    .bind(&m.sender_id)
-    .bind(&m.client_msg_id)
-    .bind(&m.body)
-    .bind(&m.thread_root_id)
-    .bind(strings_json(&m.mentions))
-    .bind(strings_json(&m.attachments))
-    .bind(strings_json(&m.flag_reasons))
-    .bind(ms(m.created_at))
-    .execute(&mut *tx)
-    .await
-    .map_err(write_err("held message"))?
-    .rows_affected()
+    )?
+    .execute(params![
+        m.id,
+        m.channel_id,
+        m.sender_id,
+        m.client_msg_id,
+        m.body,
+        m.thread_root_id,
+        strings_json(&m.mentions),
+        strings_json(&m.attachments),
+        strings_json(&m.flag_reasons),
+        ms(m.created_at)
+    ])
+    .map_err(conflict("held message"))?
         == 1;
-    let row: HeldRow = sqlx::query_as(&format!(
-        "SELECT {HELD_COLUMNS} FROM held_messages
-         WHERE channel_id = ? AND sender_id = ? AND client_msg_id = ?"
-    ))
-    .bind(&m.channel_id)
-    .bind(&m.sender_id)
-    .bind(&m.client_msg_id)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    let row: HeldRow = stmt(
+        c,
+        &format!(
+            "SELECT {HELD_COLUMNS} FROM held_messages
+             WHERE channel_id = ? AND sender_id = ? AND client_msg_id = ?"
+        ),
+    )?
+    .query_row(params![m.channel_id, m.sender_id, m.client_msg_id], |row| {
+        row.try_into()
+    })
+    .map_err(failed)?;
     Ok((held_from_row(row)?, inserted))
 }
 
@@ -100,13 +101,11 @@ pub(crate) async fn by_id(reader: &SqlitePool, id: &str) -> Result<Option<HeldMe
     row.map(held_from_row).transpose()
 }
 
-pub(crate) async fn remove(writer: &SqlitePool, id: &str) -> Result<bool> {
-    let done = sqlx::query("DELETE FROM held_messages WHERE id = ?")
-        .bind(id)
-        .execute(writer)
-        .await
-        .map_err(db)?;
-    Ok(done.rows_affected() == 1)
+pub(crate) fn remove(c: &Connection, id: &str) -> Result<bool> {
+    let deleted = stmt(c, "DELETE FROM held_messages WHERE id = ?")?
+        .execute([id])
+        .map_err(failed)?;
+    Ok(deleted == 1)
 }
 
 pub(crate) async fn flagged(reader: &SqlitePool, limit: u32) -> Result<Vec<Message>> {

@@ -1,20 +1,20 @@
 //! Device telemetry: batched inserts, bucketed summaries, pruning by age.
 //!
 //! Points name their series (device, metric) by integer id. The ids of series seen before
-//! are cached, so a batch of points from known series is one multi-row INSERT per 300 points
-//! and nothing else.
+//! are cached, so a batch of points from known series is one prepared INSERT per point on
+//! the writer and nothing else.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use sqlx::{SqliteConnection, SqlitePool};
+use rusqlite::{params, Connection};
+use sqlx::SqlitePool;
 use time::OffsetDateTime;
-use unhidra_store::{Result, StoreError, TelemetryBucket, TelemetryPoint, TelemetryQuery};
+use unhidra_store::{Result, TelemetryBucket, TelemetryPoint, TelemetryQuery};
 
+use crate::writer::{failed, missing, stmt, Writer};
 use crate::{db, from_ms, ms};
 
-/// Points per INSERT statement (3 parameters each, well under SQLite's limit).
-const POINTS_PER_STATEMENT: usize = 300;
 /// Series pruned per transaction.
 const SERIES_PER_PRUNE: i64 = 256;
 
@@ -32,80 +32,68 @@ impl SeriesCache {
     }
 }
 
-fn missing_device(err: sqlx::Error) -> StoreError {
-    match &err {
-        sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
-            StoreError::Invalid("telemetry for a device that does not exist")
-        }
-        _ => crate::db(err),
-    }
-}
-
-async fn series_id(conn: &mut SqliteConnection, device_id: &str, metric: &str) -> Result<i64> {
-    let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO telemetry_series (device_id, metric) VALUES (?, ?)
-         ON CONFLICT (device_id, metric) DO UPDATE SET metric = excluded.metric
-         RETURNING id",
-    )
-    .bind(device_id)
-    .bind(metric)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(missing_device)?;
-    Ok(id)
-}
-
 /// See [`unhidra_store::Store::append_telemetry`].
 pub(crate) async fn append(
-    writer: &SqlitePool,
+    writer: &Writer,
     cache: &SeriesCache,
     points: &[TelemetryPoint],
 ) -> Result<u64> {
     if points.is_empty() {
         return Ok(0);
     }
-    let mut tx = writer.begin().await.map_err(db)?;
-    // Series ids, from the cache or created in this transaction (cached after the commit).
-    let mut known = HashMap::new();
-    let mut created = Vec::new();
-    {
+    // Series ids from the cache; the others are created in the write (cached after commit).
+    let known: HashMap<(String, String), i64> = {
         let cached = cache.ids();
-        for p in points {
-            let key = (p.device_id.clone(), p.metric.clone());
-            if let Some(id) = cached.get(&key) {
-                known.insert(key, *id);
+        points
+            .iter()
+            .filter_map(|p| {
+                let key = (p.device_id.clone(), p.metric.clone());
+                cached.get(&key).map(|id| (key, *id))
+            })
+            .collect()
+    };
+    let points = points.to_vec();
+    let created = writer
+        .run(move |c| {
+            let mut known = known;
+            let mut created = Vec::new();
+            let mut insert = stmt(
+                c,
+                "INSERT INTO telemetry (series_id, ts, value) VALUES (?, ?, ?)
+                 ON CONFLICT (series_id, ts) DO UPDATE SET value = excluded.value",
+            )?;
+            for p in &points {
+                let key = (p.device_id.clone(), p.metric.clone());
+                let id = match known.get(&key) {
+                    Some(id) => *id,
+                    None => {
+                        let id = series_id(c, &p.device_id, &p.metric)?;
+                        known.insert(key.clone(), id);
+                        created.push((key, id));
+                        id
+                    }
+                };
+                insert
+                    .execute(params![id, ms(p.ts), p.value])
+                    .map_err(missing("telemetry for a device that does not exist"))?;
             }
-        }
-    }
-    let mut rows = Vec::with_capacity(points.len());
-    for p in points {
-        let key = (p.device_id.clone(), p.metric.clone());
-        let id = match known.get(&key) {
-            Some(id) => *id,
-            None => {
-                let id = series_id(&mut tx, &p.device_id, &p.metric).await?;
-                known.insert(key.clone(), id);
-                created.push((key, id));
-                id
-            }
-        };
-        rows.push((id, ms(p.ts), p.value));
-    }
-    for chunk in rows.chunks(POINTS_PER_STATEMENT) {
-        let values = vec!["(?, ?, ?)"; chunk.len()].join(", ");
-        let sql = format!(
-            "INSERT INTO telemetry (series_id, ts, value) VALUES {values}
-             ON CONFLICT (series_id, ts) DO UPDATE SET value = excluded.value"
-        );
-        let mut query = sqlx::query(&sql);
-        for (id, ts, value) in chunk {
-            query = query.bind(id).bind(ts).bind(value);
-        }
-        query.execute(&mut *tx).await.map_err(missing_device)?;
-    }
-    tx.commit().await.map_err(db)?;
+            Ok((created, points.len() as u64))
+        })
+        .await?;
+    let (created, stored) = created;
     cache.ids().extend(created);
-    Ok(points.len() as u64)
+    Ok(stored)
+}
+
+fn series_id(c: &Connection, device_id: &str, metric: &str) -> Result<i64> {
+    stmt(
+        c,
+        "INSERT INTO telemetry_series (device_id, metric) VALUES (?, ?)
+         ON CONFLICT (device_id, metric) DO UPDATE SET metric = excluded.metric
+         RETURNING id",
+    )?
+    .query_row([device_id, metric], |row| row.get(0))
+    .map_err(missing("telemetry for a device that does not exist"))
 }
 
 /// See [`unhidra_store::Store::telemetry_buckets`].
@@ -174,35 +162,34 @@ pub(crate) async fn metrics(reader: &SqlitePool, device_id: &str) -> Result<Vec<
 }
 
 /// See [`unhidra_store::Store::prune_telemetry`]: each series' old range by primary key, a
-/// few hundred series per transaction.
-pub(crate) async fn prune(writer: &SqlitePool, before: OffsetDateTime) -> Result<u64> {
+/// few hundred series per write, so that other writes (messages, telemetry) go in between.
+pub(crate) async fn prune(writer: &Writer, before: OffsetDateTime) -> Result<u64> {
     let before = ms(before);
     let mut after = 0i64;
     let mut deleted = 0;
     loop {
-        let mut tx = writer.begin().await.map_err(db)?;
-        let series: Vec<(i64,)> =
-            sqlx::query_as("SELECT id FROM telemetry_series WHERE id > ? ORDER BY id LIMIT ?")
-                .bind(after)
-                .bind(SERIES_PER_PRUNE)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db)?;
-        let Some((last,)) = series.last().copied() else {
-            return Ok(deleted);
-        };
-        for (id,) in &series {
-            let done = sqlx::query("DELETE FROM telemetry WHERE series_id = ? AND ts < ?")
-                .bind(id)
-                .bind(before)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            deleted += done.rows_affected();
+        let slice = writer
+            .run(move |c| {
+                let series: Vec<i64> = stmt(
+                    c,
+                    "SELECT id FROM telemetry_series WHERE id > ? ORDER BY id LIMIT ?",
+                )?
+                .query_map([after, SERIES_PER_PRUNE], |row| row.get(0))
+                .and_then(Iterator::collect)
+                .map_err(failed)?;
+                let mut delete = stmt(c, "DELETE FROM telemetry WHERE series_id = ? AND ts < ?")?;
+                let mut deleted = 0;
+                for id in &series {
+                    deleted += delete.execute([*id, before]).map_err(failed)? as u64;
+                }
+                Ok((series.last().copied(), deleted))
+            })
+            .await?;
+        let (last, slice_deleted) = slice;
+        deleted += slice_deleted;
+        match last {
+            Some(last) => after = last,
+            None => return Ok(deleted),
         }
-        tx.commit().await.map_err(db)?;
-        after = last;
-        // Let queued writes (messages, telemetry) in between slices.
-        tokio::task::yield_now().await;
     }
 }

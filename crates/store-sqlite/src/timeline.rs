@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
+use sqlx::SqlitePool;
 use unhidra_store::{
     Actor, ChannelEvent, Message, MessageEdit, NewMessage, Reaction, ReactionOutcome, Result,
     Store, StoreError, StoredFile,
 };
 
+use crate::writer::{failed, stmt};
 use crate::{
     db, file_from_row, from_ms, message_from_row, ms, FileRow, MessageRow, SqliteStore,
     FILE_COLUMNS, MESSAGE_COLUMNS,
@@ -40,46 +42,51 @@ impl Kind {
     }
 }
 
+/// Takes the channel's next seq (messages and events share the sequence).
+pub(crate) fn next_seq(c: &Connection, channel_id: &str) -> Result<i64> {
+    stmt(
+        c,
+        "UPDATE channels SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
+    )?
+    .query_row([channel_id], |row| row.get(0))
+    .optional()
+    .map_err(failed)?
+    .ok_or_else(|| StoreError::Corrupt(format!("no channel {channel_id}")))
+}
+
 /// Takes the channel's next seq and records the event under it; returns the seq.
-pub(crate) async fn record(
-    tx: &mut Transaction<'_, Sqlite>,
+fn record(
+    c: &Connection,
     channel_id: &str,
     kind: Kind,
     by: &Actor,
     message_id: Option<&str>,
     subject: Option<&str>,
 ) -> Result<i64> {
-    let (seq,): (i64,) = sqlx::query_as(
-        "UPDATE channels SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
-    )
-    .bind(channel_id)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(db)?
-    .ok_or_else(|| StoreError::Corrupt(format!("no channel {channel_id}")))?;
-    sqlx::query(
+    let seq = next_seq(c, channel_id)?;
+    stmt(
+        c,
         "INSERT INTO channel_events
              (channel_id, seq, kind, actor_id, message_id, subject, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(channel_id)
-    .bind(seq)
-    .bind(kind.as_str())
-    .bind(&by.user_id)
-    .bind(message_id)
-    .bind(subject)
-    .bind(ms(by.at))
-    .execute(&mut **tx)
-    .await
-    .map_err(db)?;
+    )?
+    .execute(params![
+        channel_id,
+        seq,
+        kind.as_str(),
+        by.user_id,
+        message_id,
+        subject,
+        ms(by.at)
+    ])
+    .map_err(failed)?;
     Ok(seq)
 }
 
-/// Ends a membership or channel change: when the change touched no row, nothing is recorded
-/// (and the transaction rolls back on drop); otherwise the event takes the channel's next
-/// seq and the transaction commits. Returns that seq.
-pub(crate) async fn commit_change(
-    mut tx: Transaction<'_, Sqlite>,
+/// Ends a membership or channel change: when the change touched no row, nothing is recorded;
+/// otherwise the event takes the channel's next seq. Returns that seq.
+pub(crate) fn record_change(
+    c: &Connection,
     changed: bool,
     channel_id: &str,
     kind: Kind,
@@ -89,52 +96,54 @@ pub(crate) async fn commit_change(
     if !changed {
         return Ok(None);
     }
-    let seq = record(&mut tx, channel_id, kind, by, None, subject).await?;
-    tx.commit().await.map_err(db)?;
-    Ok(Some(seq))
+    record(c, channel_id, kind, by, None, subject).map(Some)
 }
 
 /// Records that the message at `seq` mentions these members.
-pub(crate) async fn insert_mentions(
-    conn: &mut SqliteConnection,
+pub(crate) fn insert_mentions(
+    c: &Connection,
     channel_id: &str,
     seq: i64,
     user_ids: &[String],
 ) -> Result<()> {
+    if user_ids.is_empty() {
+        return Ok(());
+    }
+    let mut insert = stmt(
+        c,
+        "INSERT INTO mentions (user_id, channel_id, seq) VALUES (?, ?, ?)
+         ON CONFLICT DO NOTHING",
+    )?;
     for user_id in user_ids {
-        sqlx::query(
-            "INSERT INTO mentions (user_id, channel_id, seq) VALUES (?, ?, ?)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(user_id)
-        .bind(channel_id)
-        .bind(seq)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+        insert
+            .execute(params![user_id, channel_id, seq])
+            .map_err(failed)?;
     }
     Ok(())
 }
 
 /// Attaches the message's files (see [`NewMessage::attachments`]); returns them in order.
-pub(crate) async fn attach(
-    conn: &mut SqliteConnection,
-    message: &NewMessage,
-) -> Result<Vec<StoredFile>> {
-    let mut attached = Vec::with_capacity(message.attachments.len());
-    for file_id in &message.attachments {
-        let row: Option<FileRow> = sqlx::query_as(&format!(
+pub(crate) fn attach(c: &Connection, message: &NewMessage) -> Result<Vec<StoredFile>> {
+    if message.attachments.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut update = stmt(
+        c,
+        &format!(
             "UPDATE files SET message_id = ?
              WHERE id = ? AND channel_id = ? AND uploader_id = ? AND message_id IS NULL
              RETURNING {FILE_COLUMNS}"
-        ))
-        .bind(&message.id)
-        .bind(file_id)
-        .bind(&message.channel_id)
-        .bind(&message.sender_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db)?;
+        ),
+    )?;
+    let mut attached = Vec::with_capacity(message.attachments.len());
+    for file_id in &message.attachments {
+        let row: Option<FileRow> = update
+            .query_row(
+                params![message.id, file_id, message.channel_id, message.sender_id],
+                |row| row.try_into(),
+            )
+            .optional()
+            .map_err(failed)?;
         let Some(row) = row else {
             return Err(StoreError::Invalid(
                 "an attachment is not a file you uploaded to this channel, or is attached already",
@@ -145,23 +154,22 @@ pub(crate) async fn attach(
     Ok(attached)
 }
 
-/// The live message's seq and search rowid, if the channel has it (and, with `author`, if
-/// that user wrote it).
-async fn live_message(
-    tx: &mut Transaction<'_, Sqlite>,
+/// The live message's seq, search rowid and body, if the channel has it (and, with `author`,
+/// if that user wrote it).
+fn live_message(
+    c: &Connection,
     channel_id: &str,
     message_id: &str,
     author: Option<&str>,
 ) -> Result<Option<(i64, Option<i64>, String)>> {
-    let row: Option<(i64, Option<i64>, String, String)> = sqlx::query_as(
+    let row: Option<(i64, Option<i64>, String, String)> = stmt(
+        c,
         "SELECT seq, search_rowid, sender_id, body FROM messages
          WHERE channel_id = ? AND id = ? AND deleted_at IS NULL",
-    )
-    .bind(channel_id)
-    .bind(message_id)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(db)?;
+    )?
+    .query_row([channel_id, message_id], |row| row.try_into())
+    .optional()
+    .map_err(failed)?;
     Ok(row.and_then(|(seq, rowid, sender, body)| {
         author
             .is_none_or(|a| a == sender)
@@ -170,160 +178,123 @@ async fn live_message(
 }
 
 /// See [`Store::edit_message`]; returns the event's seq.
-pub(crate) async fn edit(writer: &SqlitePool, edit: MessageEdit) -> Result<Option<i64>> {
-    let mut tx = writer.begin().await.map_err(db)?;
-    let Some((message_seq, rowid, old_body)) = live_message(
-        &mut tx,
-        &edit.channel_id,
-        &edit.message_id,
-        Some(&edit.author_id),
-    )
-    .await?
+pub(crate) fn edit(c: &Connection, edit: &MessageEdit) -> Result<Option<i64>> {
+    let Some((message_seq, rowid, old_body)) =
+        live_message(c, &edit.channel_id, &edit.message_id, Some(&edit.author_id))?
     else {
         return Ok(None);
     };
-    sqlx::query(
+    stmt(
+        c,
         "INSERT INTO message_revisions (message_id, rev, body, replaced_at)
-         VALUES (?, (SELECT COALESCE(MAX(rev), 0) + 1 FROM message_revisions WHERE message_id = ?),
-                 ?, ?)",
-    )
-    .bind(&edit.message_id)
-    .bind(&edit.message_id)
-    .bind(&old_body)
-    .bind(ms(edit.at))
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
-    sqlx::query("UPDATE messages SET body = ?, edited_at = ? WHERE channel_id = ? AND id = ?")
-        .bind(&edit.body)
-        .bind(ms(edit.at))
-        .bind(&edit.channel_id)
-        .bind(&edit.message_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+         VALUES (?1, (SELECT COALESCE(MAX(rev), 0) + 1 FROM message_revisions WHERE message_id = ?1),
+                 ?2, ?3)",
+    )?
+    .execute(params![edit.message_id, old_body, ms(edit.at)])
+    .map_err(failed)?;
+    stmt(
+        c,
+        "UPDATE messages SET body = ?, edited_at = ? WHERE channel_id = ? AND id = ?",
+    )?
+    .execute(params![
+        edit.body,
+        ms(edit.at),
+        edit.channel_id,
+        edit.message_id
+    ])
+    .map_err(failed)?;
     if let Some(rowid) = rowid {
-        sqlx::query("UPDATE messages_fts SET body = ? WHERE rowid = ?")
-            .bind(&edit.body)
-            .bind(rowid)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        stmt(c, "UPDATE messages_fts SET body = ? WHERE rowid = ?")?
+            .execute(params![edit.body, rowid])
+            .map_err(failed)?;
     }
-    insert_mentions(&mut tx, &edit.channel_id, message_seq, &edit.mentions).await?;
+    insert_mentions(c, &edit.channel_id, message_seq, &edit.mentions)?;
     let by = Actor {
         user_id: edit.author_id.clone(),
         at: edit.at,
     };
     let seq = record(
-        &mut tx,
+        c,
         &edit.channel_id,
         Kind::MessageEdited,
         &by,
         Some(&edit.message_id),
         None,
-    )
-    .await?;
-    tx.commit().await.map_err(db)?;
+    )?;
     Ok(Some(seq))
 }
 
 /// See [`Store::delete_message`].
-pub(crate) async fn delete(
-    writer: &SqlitePool,
+pub(crate) fn delete(
+    c: &Connection,
     channel_id: &str,
     message_id: &str,
     by: &Actor,
 ) -> Result<Option<i64>> {
-    let mut tx = writer.begin().await.map_err(db)?;
-    let Some((message_seq, rowid, _)) = live_message(&mut tx, channel_id, message_id, None).await?
-    else {
+    let Some((message_seq, rowid, _)) = live_message(c, channel_id, message_id, None)? else {
         return Ok(None);
     };
-    sqlx::query(
+    stmt(
+        c,
         "UPDATE messages SET body = '', deleted_at = ?, search_rowid = NULL
          WHERE channel_id = ? AND id = ?",
-    )
-    .bind(ms(by.at))
-    .bind(channel_id)
-    .bind(message_id)
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
+    )?
+    .execute(params![ms(by.at), channel_id, message_id])
+    .map_err(failed)?;
     for statement in [
         "DELETE FROM message_revisions WHERE message_id = ?",
         "DELETE FROM reactions WHERE message_id = ?",
         "DELETE FROM files WHERE message_id = ?",
     ] {
-        sqlx::query(statement)
-            .bind(message_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        stmt(c, statement)?.execute([message_id]).map_err(failed)?;
     }
-    sqlx::query("DELETE FROM mentions WHERE channel_id = ? AND seq = ?")
-        .bind(channel_id)
-        .bind(message_seq)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+    stmt(c, "DELETE FROM mentions WHERE channel_id = ? AND seq = ?")?
+        .execute(params![channel_id, message_seq])
+        .map_err(failed)?;
     if let Some(rowid) = rowid {
-        sqlx::query("DELETE FROM messages_fts WHERE rowid = ?")
-            .bind(rowid)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        stmt(c, "DELETE FROM messages_fts WHERE rowid = ?")?
+            .execute([rowid])
+            .map_err(failed)?;
     }
-    let seq = record(
-        &mut tx,
+    record(
+        c,
         channel_id,
         Kind::MessageDeleted,
         by,
         Some(message_id),
         None,
     )
-    .await?;
-    tx.commit().await.map_err(db)?;
-    Ok(Some(seq))
+    .map(Some)
 }
 
 /// See [`Store::set_reaction`].
-pub(crate) async fn react(
-    writer: &SqlitePool,
+pub(crate) fn react(
+    c: &Connection,
     channel_id: &str,
     message_id: &str,
     emoji: &str,
     add: bool,
     by: &Actor,
 ) -> Result<ReactionOutcome> {
-    let mut tx = writer.begin().await.map_err(db)?;
-    if live_message(&mut tx, channel_id, message_id, None)
-        .await?
-        .is_none()
-    {
+    if live_message(c, channel_id, message_id, None)?.is_none() {
         return Ok(ReactionOutcome::NoMessage);
     }
-    let done = if add {
-        sqlx::query(
+    let changed = if add {
+        stmt(
+            c,
             "INSERT INTO reactions (message_id, emoji, user_id, created_at) VALUES (?, ?, ?, ?)
              ON CONFLICT DO NOTHING",
-        )
-        .bind(message_id)
-        .bind(emoji)
-        .bind(&by.user_id)
-        .bind(ms(by.at))
-        .execute(&mut *tx)
-        .await
+        )?
+        .execute(params![message_id, emoji, by.user_id, ms(by.at)])
     } else {
-        sqlx::query("DELETE FROM reactions WHERE message_id = ? AND emoji = ? AND user_id = ?")
-            .bind(message_id)
-            .bind(emoji)
-            .bind(&by.user_id)
-            .execute(&mut *tx)
-            .await
+        stmt(
+            c,
+            "DELETE FROM reactions WHERE message_id = ? AND emoji = ? AND user_id = ?",
+        )?
+        .execute(params![message_id, emoji, by.user_id])
     }
-    .map_err(db)?;
-    if done.rows_affected() == 0 {
+    .map_err(failed)?;
+    if changed == 0 {
         return Ok(ReactionOutcome::Unchanged);
     }
     let kind = if add {
@@ -331,8 +302,7 @@ pub(crate) async fn react(
     } else {
         Kind::ReactionRemoved
     };
-    let seq = record(&mut tx, channel_id, kind, by, Some(message_id), Some(emoji)).await?;
-    tx.commit().await.map_err(db)?;
+    let seq = record(c, channel_id, kind, by, Some(message_id), Some(emoji))?;
     Ok(ReactionOutcome::Changed(seq))
 }
 

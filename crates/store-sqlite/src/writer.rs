@@ -1,0 +1,295 @@
+//! The store's one writer: a thread that owns the write connection and runs every write.
+//!
+//! A write is a closure over the connection ([`Writer::run`]). Writes queue in a bounded
+//! channel; the thread takes what has queued, runs it as one transaction — each write inside
+//! its own savepoint, so a refused write rolls back alone — commits once, and only then
+//! answers each caller. One crossing between the async side and SQLite per batch, one fsync
+//! per batch, and statements prepared once per connection (`prepare_cached`): under load a
+//! message costs its statements and a share of a commit, not a thread wake-up per statement.
+//!
+//! A batch stops growing at [`MAX_BATCH`] writes or after [`BATCH_BUDGET`] of work, so that a
+//! large write (a telemetry batch) holds the writes queued behind it for a bounded time.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+use unhidra_store::{Outage, Result, StoreError};
+
+/// Most writes committed in one transaction.
+pub(crate) const MAX_BATCH: usize = 256;
+/// A batch takes no further writes once its work has taken this long.
+pub(crate) const BATCH_BUDGET: Duration = Duration::from_millis(10);
+/// Writes waiting for the writer; callers wait (back-pressure) when it is full.
+const QUEUE: usize = 4096;
+/// The writer thread's name (benchmarks find its CPU time by it).
+pub const THREAD_NAME: &str = "unhidra-sqlite-writer";
+
+/// How a write ended inside its savepoint.
+enum Outcome {
+    /// Keep its changes.
+    Done,
+    /// Roll back its savepoint; the rest of the batch goes on.
+    Refused,
+    /// The database failed (full disk, I/O error): SQLite may have rolled back the whole
+    /// transaction already, so the batch ends here and nothing of it is committed.
+    Outage(StoreError),
+}
+
+/// Answers the caller once the batch's fate is known: `Err` when it was not committed.
+type Answer = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (Outcome, Answer) + Send>;
+
+enum Message {
+    Write(Job),
+    Stop(oneshot::Sender<()>),
+}
+
+/// The handle to the writer thread; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    queue: mpsc::Sender<Message>,
+}
+
+fn stopped() -> StoreError {
+    StoreError::backend(std::io::Error::other("the store's writer has stopped"))
+}
+
+impl Writer {
+    /// Opens the write connection to `path` (which exists and is migrated) and starts the
+    /// thread that owns it.
+    pub(crate) fn start(path: &Path) -> Result<Self> {
+        let conn = open(path)?;
+        let (queue, messages) = mpsc::channel(QUEUE);
+        let path = path.to_owned();
+        std::thread::Builder::new()
+            .name(THREAD_NAME.to_owned())
+            .spawn(move || run_loop(conn, &path, messages))
+            .map_err(StoreError::io)?;
+        Ok(Self { queue })
+    }
+
+    /// Runs `work` on the writer connection inside the next batch's transaction and returns
+    /// its result once that transaction is committed. When `work` fails, its changes are
+    /// rolled back and the rest of the batch is not affected.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = work(conn);
+            let outcome = match &result {
+                Ok(_) => Outcome::Done,
+                Err(err @ StoreError::Unavailable { .. }) => Outcome::Outage(err.for_another()),
+                Err(_) => Outcome::Refused,
+            };
+            let answer: Answer = Box::new(move |committed| {
+                let result = match (committed, result) {
+                    (Err(err), Ok(_)) => Err(err.for_another()),
+                    (_, result) => result,
+                };
+                // The caller may have gone away (its connection closed); the data is stored.
+                let _ = reply.send(result);
+            });
+            (outcome, answer)
+        });
+        self.queue
+            .send(Message::Write(job))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Finishes the writes queued before this call, closes the connection and ends the
+    /// thread; later writes fail.
+    pub(crate) async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.queue.send(Message::Stop(done)).await.is_ok() {
+            let _ = stopped.await;
+        }
+    }
+}
+
+fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(failed)?;
+    // WAL is a property of the file (set when it was created); `synchronous=FULL` makes a
+    // commit durable before it is acknowledged.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(failed)?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
+}
+
+fn run_loop(mut conn: Connection, path: &Path, mut messages: mpsc::Receiver<Message>) {
+    let mut stop = None;
+    while stop.is_none() {
+        let Some(first) = messages.blocking_recv() else {
+            break;
+        };
+        let first = match first {
+            Message::Write(job) => job,
+            Message::Stop(done) => {
+                stop = Some(done);
+                break;
+            }
+        };
+        let (answers, failure) = run_batch(&conn, first, &mut messages, &mut stop);
+        if !conn.is_autocommit() {
+            // A failed batch is rolled back; if that fails too, the connection is suspect
+            // (SQLite may count it inside a transaction that never ends): a new one takes
+            // over, so that no later write goes into a transaction that never commits.
+            let _ = conn.execute_batch("ROLLBACK");
+            if !conn.is_autocommit() {
+                tracing::warn!(
+                    "reopening the store's writer connection: its transaction could not be \
+                     rolled back (disk full or I/O error)"
+                );
+                match open(path) {
+                    Ok(fresh) => conn = fresh,
+                    Err(err) => tracing::error!(%err, "reopening the store's writer failed"),
+                }
+            }
+        }
+        for answer in answers {
+            answer(failure.as_ref().map_or(Ok(()), Err));
+        }
+    }
+    if let Err((_, err)) = conn.close() {
+        tracing::warn!(%err, "closing the store's writer connection");
+    }
+    if let Some(done) = stop {
+        let _ = done.send(());
+    }
+}
+
+/// Runs `first` and whatever queues behind it (within the batch's bounds) as one
+/// transaction. Returns the answers to give and, if nothing was committed, why.
+fn run_batch(
+    conn: &Connection,
+    first: Job,
+    messages: &mut mpsc::Receiver<Message>,
+    stop: &mut Option<oneshot::Sender<()>>,
+) -> (Vec<Answer>, Option<StoreError>) {
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    if let Err(err) = exec(conn, "BEGIN IMMEDIATE") {
+        let (_, answer) = first(conn);
+        return (vec![answer], Some(failed(err)));
+    }
+    let mut next = Some(first);
+    while let Some(job) = next.take() {
+        if let Err(err) = exec(conn, "SAVEPOINT job") {
+            let (_, answer) = job(conn);
+            answers.push(answer);
+            return (answers, Some(failed(err)));
+        }
+        let (outcome, answer) = job(conn);
+        answers.push(answer);
+        let ended = match outcome {
+            Outcome::Done => exec(conn, "RELEASE job"),
+            Outcome::Refused => {
+                exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
+            }
+            Outcome::Outage(err) => return (answers, Some(err)),
+        };
+        if let Err(err) = ended {
+            return (answers, Some(failed(err)));
+        }
+        if answers.len() < MAX_BATCH && started.elapsed() < BATCH_BUDGET {
+            next = match messages.try_recv() {
+                Ok(Message::Write(job)) => Some(job),
+                Ok(Message::Stop(done)) => {
+                    *stop = Some(done);
+                    None
+                }
+                Err(_) => None,
+            };
+        }
+    }
+    match exec(conn, "COMMIT") {
+        Ok(()) => (answers, None),
+        Err(err) => (answers, Some(failed(err))),
+    }
+}
+
+/// Runs a statement without parameters or rows (transaction control), prepared once.
+fn exec(conn: &Connection, statement: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(statement)?.execute([]).map(drop)
+}
+
+/// A SQLite failure as the services see it: a full disk, a read-only database or an I/O
+/// error is [`StoreError::Unavailable`] (nothing was written, and the same write may work
+/// later); anything else is [`StoreError::Backend`].
+pub(crate) fn failed(err: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    let outage = match &err {
+        rusqlite::Error::SqliteFailure(e, _) => match e.code {
+            ErrorCode::DiskFull => Some(Outage::Full),
+            ErrorCode::ReadOnly => Some(Outage::ReadOnly),
+            // SQLite reports a write refused by a read-only file system as an I/O error.
+            ErrorCode::SystemIoFailure | ErrorCode::CannotOpen => Some(Outage::Failing),
+            _ => None,
+        },
+        _ => None,
+    };
+    match outage {
+        Some(outage) => StoreError::unavailable(outage, err),
+        None => StoreError::backend(err),
+    }
+}
+
+/// Which constraint a failed statement violated, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Violation {
+    Unique,
+    ForeignKey,
+}
+
+pub(crate) fn violation(err: &rusqlite::Error) -> Option<Violation> {
+    use rusqlite::ffi;
+    match err {
+        rusqlite::Error::SqliteFailure(e, _) => match e.extended_code {
+            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                Some(Violation::Unique)
+            }
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => Some(Violation::ForeignKey),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Maps a unique-constraint violation to [`StoreError::Conflict`], anything else as [`failed`].
+pub(crate) fn conflict(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |err| match violation(&err) {
+        Some(Violation::Unique) => StoreError::Conflict(what),
+        _ => failed(err),
+    }
+}
+
+/// Maps a foreign-key violation to [`StoreError::Invalid`], anything else as [`failed`].
+pub(crate) fn missing(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |err| match violation(&err) {
+        Some(Violation::ForeignKey) => StoreError::Invalid(what),
+        _ => failed(err),
+    }
+}
+
+/// A statement of the writer's, prepared once per connection.
+pub(crate) fn stmt<'c>(
+    conn: &'c Connection,
+    statement: &str,
+) -> Result<rusqlite::CachedStatement<'c>> {
+    conn.prepare_cached(statement).map_err(failed)
+}
