@@ -132,6 +132,11 @@ pub enum ServerFrame {
         principal: Principal,
         /// Largest accepted message, in bytes.
         max_message_bytes: usize,
+        /// Most publishes the server takes from this connection before it has answered
+        /// them: it reads further frames only while fewer are unanswered. Their answers
+        /// (`ack`, `held` or `error`, each naming its `client_msg_id`) may come in any order.
+        #[serde(default = "default_publish_window")]
+        publish_window: u32,
     },
     /// The subscription is live; every message after `seq` will follow, in order.
     Subscribed {
@@ -275,6 +280,12 @@ pub enum ServerFrame {
         reference: Option<String>,
     },
     Pong {},
+}
+
+/// The `publish_window` of a `welcome` from a server that did not send one: one publish at a
+/// time, answered before the next is read.
+fn default_publish_window() -> u32 {
+    1
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@ use unhidra_store::{
     DeviceSeen, HeldMessage, Member, Membership, Message, MessageEdit, NewAuditEvent, NewChannel,
     NewCommand, NewDevice, NewFile, NewMessage, NewSession, NewUser, NextRefreshToken, Outage,
     ReactionOutcome, Result, Revision, Role, RotateOutcome, SearchQuery, SessionRef, Store,
-    StoreError, StoredFile, TelemetryBucket, TelemetryPoint, TelemetryQuery, User,
+    StoreError, StoredFile, TelemetryBucket, TelemetryPoint, TelemetryQuery, User, ARCHIVED,
+    NOT_A_MEMBER,
 };
 
 use writer::{conflict, failed, missing, stmt, violation, Violation, Writer};
@@ -55,7 +56,6 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self> {
-        use sqlx::{ConnectOptions, Connection as _};
         create_private(path)?;
         let base = SqliteConnectOptions::from_str("sqlite:")
             .map_err(StoreError::backend)?
@@ -64,20 +64,16 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let mut migrating = base
-            .clone()
-            .create_if_missing(true)
-            .connect()
+        let migrating = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(base.clone().create_if_missing(true))
             .await
             .map_err(db)?;
-        MIGRATOR
-            .run(&mut migrating)
-            .await
-            .map_err(|err| match err {
-                sqlx::migrate::MigrateError::Execute(err) => db(err),
-                other => StoreError::backend(other),
-            })?;
-        migrating.close().await.map_err(db)?;
+        MIGRATOR.run(&migrating).await.map_err(|err| match err {
+            sqlx::migrate::MigrateError::Execute(err) => db(err),
+            other => StoreError::backend(other),
+        })?;
+        migrating.close().await;
         let writer = Writer::start(path)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
@@ -795,6 +791,15 @@ impl Store for SqliteStore {
         self.writer.run(move |c| append(c, message)).await
     }
 
+    async fn post_message(&self, message: NewMessage) -> Result<Appended> {
+        self.writer
+            .run(move |c| {
+                may_post(c, &message.channel_id, &message.sender_id)?;
+                append(c, message)
+            })
+            .await
+    }
+
     async fn open_direct(
         &self,
         channel: NewChannel,
@@ -1450,6 +1455,25 @@ impl Store for SqliteStore {
         self.writer
             .run(move |c| commands::complete(c, &device_id, &id, ok, &output, at))
             .await
+    }
+}
+
+/// Whether the sender may post in the channel now: a member, and the channel not archived
+/// (see [`Store::post_message`]).
+fn may_post(c: &Connection, channel_id: &str, sender_id: &str) -> Result<()> {
+    let archived: Option<bool> = stmt(
+        c,
+        "SELECT c.archived_at IS NOT NULL FROM channel_members m
+         JOIN channels c ON c.id = m.channel_id
+         WHERE m.channel_id = ? AND m.user_id = ?",
+    )?
+    .query_row([channel_id, sender_id], |row| row.get(0))
+    .optional()
+    .map_err(failed)?;
+    match archived {
+        None => Err(StoreError::Forbidden(NOT_A_MEMBER)),
+        Some(true) => Err(StoreError::Forbidden(ARCHIVED)),
+        Some(false) => Ok(()),
     }
 }
 

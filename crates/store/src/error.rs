@@ -10,6 +10,10 @@ pub enum StoreError {
     /// channel); the string says what.
     #[error("invalid: {0}")]
     Invalid(&'static str),
+    /// The stored state does not allow it (the sender is not a member of the channel, the
+    /// channel is archived); the string says why.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
     /// The storage cannot take the write now: its disk is full, or its file system is
     /// read-only or failing. Nothing of the failed write was kept, and the same write may
     /// succeed once the operator has fixed the cause; reads may still work.
@@ -94,6 +98,7 @@ impl StoreError {
         match self {
             Self::Conflict(what) => Self::Conflict(what),
             Self::Invalid(why) => Self::Invalid(why),
+            Self::Forbidden(why) => Self::Forbidden(why),
             Self::Unavailable { outage, source } => {
                 Self::unavailable(*outage, std::io::Error::other(source.to_string()))
             }

@@ -17,6 +17,11 @@ use time::OffsetDateTime;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// [`Store::post_message`]'s refusal when the sender is not a member of the channel.
+pub const NOT_A_MEMBER: &str = "not a member of this channel";
+/// [`Store::post_message`]'s refusal when the channel is archived.
+pub const ARCHIVED: &str = "the channel is archived";
+
 /// Everything the server persists.
 ///
 /// Implementations must make each method atomic: a method either takes full effect or none.
@@ -100,6 +105,16 @@ pub trait Store: Send + Sync + 'static {
     /// the stored one is returned with `duplicate: true`. A reply bumps its root's reply
     /// count in the same transaction; a bad root is `Invalid`.
     async fn append_message(&self, message: NewMessage) -> Result<Appended>;
+    /// A member's post: [`Store::append_message`], but checked in the same transaction that
+    /// stores it: [`StoreError::Forbidden`] with [`NOT_A_MEMBER`] when the sender is not a
+    /// member of the channel (or there is no such channel), with [`ARCHIVED`] when the
+    /// channel is archived. One visit to the store decides and stores a publish.
+    ///
+    /// Posts are stored in the order their futures are first polled: the first poll takes
+    /// the post's place in line (or waits for one, first come first served), so a caller that
+    /// polls each post once as it makes it may then await them together and still find its
+    /// posts in the order it made them.
+    async fn post_message(&self, message: NewMessage) -> Result<Appended>;
     /// Opens the direct conversation of exactly `members` (user ids): the existing one if
     /// these people already have one, else a new private channel with them as members.
     /// Returns it, and whether it was created now. Every member must exist.

@@ -34,6 +34,8 @@ macro_rules! store_testsuite {
             channels_have_unique_names_and_their_creator_as_member,
             messages_get_gap_free_seqs_per_channel,
             retried_messages_are_stored_once,
+            posts_are_decided_by_membership_and_archival_in_their_transaction,
+            posts_first_polled_in_order_are_stored_in_that_order,
             concurrent_appends_never_share_a_seq,
             a_refused_append_among_concurrent_ones_takes_nothing_with_it,
             members_have_roles_read_positions_and_can_leave,
@@ -546,6 +548,108 @@ pub async fn retried_messages_are_stored_once(store: &dyn Store) {
         "after bob's joining (1) and alice's message (2)"
     );
     assert_eq!(store.messages_after(&a.id, 0, 10).await.unwrap().len(), 2);
+}
+
+pub async fn posts_are_decided_by_membership_and_archival_in_their_transaction(store: &dyn Store) {
+    use crate::{ARCHIVED, NOT_A_MEMBER};
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let a = channel(store, &alice, "a").await;
+    let refused = |err: StoreError| match err {
+        StoreError::Forbidden(why) => why,
+        other => panic!("expected Forbidden, got {other:?}"),
+    };
+
+    let posted = store
+        .post_message(msg(&a, &alice, "p1", "hello"))
+        .await
+        .unwrap();
+    assert_eq!(posted.message.seq, 1);
+    let err = store
+        .post_message(msg(&a, &bob, "p1", "not yet"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused(err), NOT_A_MEMBER);
+    let nowhere = Channel {
+        id: id(),
+        ..a.clone()
+    };
+    let err = store
+        .post_message(msg(&nowhere, &alice, "p2", "no channel"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused(err), NOT_A_MEMBER, "no such channel: not a member");
+
+    store.add_member(&a.id, &bob.id, &by(&bob)).await.unwrap();
+    let bobs = store
+        .post_message(msg(&a, &bob, "p1", "now"))
+        .await
+        .unwrap();
+    assert_eq!(
+        bobs.message.seq, 3,
+        "after alice's post (1) and bob's joining (2)"
+    );
+    // A retry is answered with the stored message, like an append's.
+    let retry = store
+        .post_message(msg(&a, &bob, "p1", "now"))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.message, bobs.message);
+
+    store.set_archived(&a.id, true, &by(&alice)).await.unwrap();
+    let err = store
+        .post_message(msg(&a, &alice, "p3", "archived"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused(err), ARCHIVED);
+    store
+        .remove_member(&a.id, &bob.id, &by(&bob))
+        .await
+        .unwrap();
+    store.set_archived(&a.id, false, &by(&alice)).await.unwrap();
+    let err = store
+        .post_message(msg(&a, &bob, "p4", "left"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused(err), NOT_A_MEMBER);
+    let seqs: Vec<i64> = store
+        .messages_after(&a.id, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(seqs, [1, 3], "nothing refused was stored");
+    let after = store
+        .post_message(msg(&a, &alice, "p5", "again"))
+        .await
+        .unwrap();
+    assert_eq!(
+        after.message.seq, 7,
+        "archived (4), left (5), unarchived (6)"
+    );
+}
+
+pub async fn posts_first_polled_in_order_are_stored_in_that_order(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let a = channel(store, &alice, "a").await;
+    let mut posts = Vec::new();
+    for i in 0..200 {
+        let mut post = store.post_message(msg(&a, &alice, &format!("o{i}"), "x"));
+        // Poll once, as a pipelining session does, then go on to the next.
+        posts.push(match futures::poll!(post.as_mut()) {
+            std::task::Poll::Ready(done) => futures::future::Either::Left(async { done }),
+            std::task::Poll::Pending => futures::future::Either::Right(post),
+        });
+    }
+    let mut stored = Vec::new();
+    for result in futures::future::join_all(posts).await {
+        let appended = result.unwrap();
+        stored.push((appended.message.client_msg_id, appended.message.seq));
+    }
+    let expected: Vec<(String, i64)> = (0..200).map(|i| (format!("o{i}"), i + 1)).collect();
+    assert_eq!(stored, expected);
 }
 
 pub async fn concurrent_appends_never_share_a_seq(store: &dyn Store) {

@@ -249,6 +249,8 @@ impl<R: Rng> MqttDevice<R> {
                     id: self.device_id.clone(),
                 },
                 max_message_bytes,
+                // Devices do not publish chat messages.
+                publish_window: 1,
             },
         );
         self.subscribe_due = self.device.is_connected();

@@ -1,8 +1,9 @@
 //! Channels and messages: who may read and post where, and the one path a message takes
 //! from a publisher to its subscribers.
 //!
-//! A publish: membership check → `Store::append_message` assigns the channel's next seq in
-//! the transaction that stores it → the hub fans the stored message out. The caller acks only
+//! A publish: `Store::post_message` checks membership and the archived flag and assigns the
+//! channel's next seq in the transaction that stores it → the hub fans the stored message
+//! out. The caller acks only
 //! after this returns, so an ack always means "durably stored". A retry with the same
 //! `client_msg_id` returns the stored message and is not fanned out again.
 //!
@@ -24,11 +25,11 @@ use axum::extract::ws::Utf8Bytes;
 use unhidra_proto::channels::{ChatMessage, ReactionInfo};
 use unhidra_proto::ws::ServerFrame;
 use unhidra_proto::ErrorCode;
-use unhidra_store::{Appended, Message, NewMessage, StoreError};
+use unhidra_store::{Appended, Message, NewMessage, StoreError, ARCHIVED, NOT_A_MEMBER};
 
 use crate::config::ModerationMode;
 use crate::gateway::hub::Delivery;
-use crate::state::AppState;
+use crate::state::{AppState, SharedState};
 
 /// Largest message body, in bytes.
 pub const MAX_BODY_BYTES: usize = 32 * 1024;
@@ -189,23 +190,53 @@ pub async fn mentioned_members(
     Ok(ids)
 }
 
-/// What became of a publish.
+/// Refuses a sender who may not post in the channel now, by reading the store (see
+/// [`publish`] for when this runs before the write that decides it anyway).
+async fn refuse_unless_member(
+    state: &AppState,
+    sender_id: &str,
+    channel_id: &str,
+) -> Result<(), ChatError> {
+    if !is_member(state, sender_id, channel_id).await? {
+        return Err(ChatError::NotMember);
+    }
+    let archived = state
+        .store
+        .channel_by_id(channel_id)
+        .await?
+        .is_some_and(|c| c.archived_at.is_some());
+    if archived {
+        return Err(ChatError::Invalid(ErrorCode::Forbidden, ARCHIVED));
+    }
+    Ok(())
+}
+
+/// A publish that passed every check the store does not make itself, ready to be stored.
 #[derive(Debug)]
-pub enum Published {
-    /// Stored in the timeline (or found there: a retry) and fanned out.
-    Stored(Appended),
+pub struct Ready {
+    message: NewMessage,
+    received_at: Instant,
+}
+
+/// What became of a publish's checks.
+#[derive(Debug)]
+pub enum Prepared {
+    /// To be stored by [`store`].
+    Ready(Ready),
     /// Held for review by the automatic moderation (`ml.moderation = "hold"`).
     Held(unhidra_store::HeldMessage),
 }
 
-/// Stores a message and fans it out; see the module docs. With moderation on, the text is
-/// checked first: a flagged message carries the reasons, or is held.
-pub async fn publish(
+/// Checks a publish and, with moderation on, scores its text: a flagged message carries the
+/// reasons, or is held. Membership and the archived flag are left to [`store`], which the
+/// store decides in the transaction that stores the message (one visit to the store per
+/// publish); only when the ML worker is to be called is a non-member turned away first.
+pub async fn prepare(
     state: &AppState,
     sender_id: &str,
     post: Post,
     received_at: Instant,
-) -> Result<Published, ChatError> {
+) -> Result<Prepared, ChatError> {
     let Post {
         channel_id,
         body,
@@ -213,7 +244,6 @@ pub async fn publish(
         thread_root,
         attachments,
     } = post;
-    let channel_id = channel_id.as_str();
     if attachments.len() > MAX_ATTACHMENTS {
         return Err(ChatError::Invalid(
             ErrorCode::InvalidField,
@@ -233,26 +263,14 @@ pub async fn publish(
             "client_msg_id must be 1 to 64 bytes without control characters",
         ));
     }
-    if !is_member(state, sender_id, channel_id).await? {
-        return Err(ChatError::NotMember);
+    if state.config.ml.moderation != ModerationMode::Off {
+        refuse_unless_member(state, sender_id, &channel_id).await?;
     }
-    let archived = state
-        .store
-        .channel_by_id(channel_id)
-        .await?
-        .is_some_and(|c| c.archived_at.is_some());
-    if archived {
-        return Err(ChatError::Invalid(
-            ErrorCode::Forbidden,
-            "the channel is archived",
-        ));
-    }
-    let retry_check = body.clone();
-    let mentions = mentioned_members(state, channel_id, &body).await?;
+    let mentions = mentioned_members(state, &channel_id, &body).await?;
     let flag_reasons = crate::ml::moderate(state, &body).await;
     let message = NewMessage {
         id: uuid::Uuid::now_v7().to_string(),
-        channel_id: channel_id.to_owned(),
+        channel_id,
         sender_id: sender_id.to_owned(),
         client_msg_id,
         body,
@@ -267,17 +285,37 @@ pub async fn publish(
         if new {
             tracing::info!(message = %held.id, channel = %held.channel_id, "message held for review");
         }
-        return Ok(Published::Held(held));
+        return Ok(Prepared::Held(held));
     }
+    Ok(Prepared::Ready(Ready {
+        message,
+        received_at,
+    }))
+}
+
+/// Stores a prepared message and fans it out; see the module docs. A retry with the same
+/// `client_msg_id` returns the stored message and is not fanned out again.
+///
+/// The store takes posts in the order their futures are first polled
+/// ([`unhidra_store::Store::post_message`]): a connection that polls each publish once as
+/// it reads it keeps its messages in the order it sent them while their commits overlap.
+pub async fn store(state: SharedState, ready: Ready) -> Result<Appended, ChatError> {
+    let Ready {
+        message,
+        received_at,
+    } = ready;
+    let sent_body = message.body.clone();
     let appended = state
         .store
-        .append_message(message)
+        .post_message(message)
         .await
         .map_err(|err| match err {
             StoreError::Invalid(why) => ChatError::Invalid(ErrorCode::InvalidField, why),
+            StoreError::Forbidden(NOT_A_MEMBER) => ChatError::NotMember,
+            StoreError::Forbidden(why) => ChatError::Invalid(ErrorCode::Forbidden, why),
             other => ChatError::Store(other),
         })?;
-    if appended.duplicate && appended.message.body != retry_check {
+    if appended.duplicate && appended.message.body != sent_body {
         return Err(ChatError::Invalid(
             ErrorCode::Conflict,
             "this client_msg_id was already used for a different message",
@@ -285,11 +323,11 @@ pub async fn publish(
     }
     if !appended.duplicate {
         state.gateway.hub.publish(Arc::new(Delivery {
-            channel: channel_id.to_owned(),
+            channel: appended.message.channel_id.clone(),
             seq: appended.message.seq,
             frame: message_frame(&appended.message),
             received_at,
         }));
     }
-    Ok(Published::Stored(appended))
+    Ok(appended)
 }

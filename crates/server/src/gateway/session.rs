@@ -5,6 +5,11 @@
 //! channel, and the ping timer. Outgoing frames are fed to the socket and flushed once per
 //! turn of the loop, so a burst of deliveries costs one write.
 //!
+//! Publishes are pipelined: a publish is checked, handed to the store (which takes its
+//! place in line at once) and answered when its commit is done, while the loop goes on
+//! reading frames, up to [`PUBLISH_WINDOW`] unanswered publishes per connection. Answers may
+//! come in any order; a connection's messages are stored in the order it sent them.
+//!
 //! Per subscribed channel the session remembers the last seq it sent. Deliveries at or below
 //! it are duplicates and skipped; a delivery past `last + 1` means an earlier one is still on
 //! its way (publishers race to the hub), so the gap is read from the store first. The client
@@ -40,6 +45,14 @@ const TYPING_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Stored messages read per page when replaying or filling a gap.
 const REPLAY_PAGE: u32 = 500;
+
+/// Most publishes of one connection waiting for the store; the session reads no further
+/// frames while this many are unanswered (announced in `welcome`).
+pub const PUBLISH_WINDOW: usize = 64;
+
+/// A publish waiting for the store: its reference (`client_msg_id`) and what became of it.
+type Publishing =
+    futures::future::BoxFuture<'static, (String, Result<unhidra_store::Appended, chat::ChatError>)>;
 
 /// Who connected, as the handshake established it.
 pub struct SessionStart {
@@ -130,6 +143,8 @@ struct Session {
     refused: (Instant, u32),
     /// For devices: the device's link (online while it is held).
     device: Option<crate::devices::link::DeviceLink>,
+    /// Publishes waiting for the store, at most [`PUBLISH_WINDOW`].
+    publishing: futures::stream::FuturesUnordered<Publishing>,
 }
 
 /// Runs a connection to its end.
@@ -168,6 +183,7 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
         limiter: RateLimiter::direct(Quota::per_second(per_second)),
         refused: (Instant::now(), 0),
         device: None,
+        publishing: Default::default(),
         state: state.clone(),
     };
     let user_id = match &session.principal {
@@ -262,6 +278,7 @@ impl Session {
             connection_id: self.out.connection.id.clone(),
             principal: self.principal.clone(),
             max_message_bytes: self.state.config.gateway.max_message_bytes,
+            publish_window: PUBLISH_WINDOW as u32,
         };
         if let Err(end) = self.out.frame(&welcome).await {
             return end;
@@ -295,7 +312,10 @@ impl Session {
                     Some(Control::Unsubscribe { channel }) => self.unsubscribe(channel).await,
                     None => Err(End::Drop),
                 },
-                frame = stream.next() => {
+                Some((reference, result)) = self.publishing.next(), if !self.publishing.is_empty() => {
+                    self.answer_publish(reference, result).await
+                }
+                frame = stream.next(), if self.publishing.len() < PUBLISH_WINDOW => {
                     unanswered_pings = 0;
                     self.inbound(frame).await
                 }
@@ -313,7 +333,49 @@ impl Session {
                 }
             };
             if let Err(end) = turn {
+                if matches!(end, End::Close(..)) {
+                    self.answer_pending_publishes().await;
+                }
                 return end;
+            }
+        }
+    }
+
+    /// Before a deliberate close, answers the publishes still waiting for the store (for as
+    /// long as a write may take), so that a client is not left to retry what was stored.
+    async fn answer_pending_publishes(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.out.write_timeout;
+        while let Ok(Some((reference, result))) =
+            tokio::time::timeout_at(deadline, self.publishing.next()).await
+        {
+            if self.answer_publish(reference, result).await.is_err() {
+                return;
+            }
+        }
+        let _ = self.out.flush().await;
+    }
+
+    /// Sends a publish's answer: its `ack`, or why it was refused.
+    async fn answer_publish(
+        &mut self,
+        reference: String,
+        result: Result<unhidra_store::Appended, chat::ChatError>,
+    ) -> Result<(), End> {
+        match result {
+            Ok(appended) => {
+                self.out
+                    .frame(&ServerFrame::Ack {
+                        client_msg_id: reference,
+                        id: appended.message.id,
+                        seq: appended.message.seq,
+                        ts: appended.message.created_at,
+                    })
+                    .await
+            }
+            Err(err) => {
+                self.out
+                    .error(err.code(), err.client_message(), Some(reference))
+                    .await
             }
         }
     }
@@ -419,18 +481,24 @@ impl Session {
                     thread_root,
                     attachments,
                 };
-                match chat::publish(&self.state, &id, post, received_at).await {
-                    Ok(chat::Published::Stored(appended)) => {
-                        self.out
-                            .frame(&ServerFrame::Ack {
-                                client_msg_id: reference,
-                                id: appended.message.id,
-                                seq: appended.message.seq,
-                                ts: appended.message.created_at,
-                            })
-                            .await
+                match chat::prepare(&self.state, &id, post, received_at).await {
+                    Ok(chat::Prepared::Ready(ready)) => {
+                        let state = self.state.clone();
+                        let mut storing: Publishing =
+                            Box::pin(async move { (reference, chat::store(state, ready).await) });
+                        // The first poll takes the message's place in the store's line, so
+                        // the connection's messages are stored in the order it sent them.
+                        match futures::poll!(storing.as_mut()) {
+                            std::task::Poll::Ready((reference, result)) => {
+                                self.answer_publish(reference, result).await
+                            }
+                            std::task::Poll::Pending => {
+                                self.publishing.push(storing);
+                                Ok(())
+                            }
+                        }
                     }
-                    Ok(chat::Published::Held(held)) => {
+                    Ok(chat::Prepared::Held(held)) => {
                         self.out
                             .frame(&ServerFrame::Held {
                                 client_msg_id: reference,

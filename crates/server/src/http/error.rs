@@ -120,6 +120,7 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Unavailable { outage, .. } => Self::storage_unavailable(outage, err),
+            StoreError::Forbidden(why) => Self::forbidden(why),
             // Conflicts are handled where they have a meaning; reaching here means a bug,
             // logged with its cause.
             other => Self::internal(other),
