@@ -29,6 +29,8 @@ use crate::gateway::{
     connect_publishers, mib, opened_or_failed, users, Bench, GatewayArgs, GatewayServerInfo, User,
 };
 use crate::gateway_idle::subscribe;
+use crate::peer::PeerArgs;
+use crate::progress::Ticker;
 use crate::server_process::{bench_config, Usage};
 use crate::workers;
 use crate::ws_client::{Credential, Failure, Failures, Ws};
@@ -68,8 +70,15 @@ pub struct ChatThroughputArgs {
     /// Setup requests and handshakes in flight at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub concurrency: u32,
+    /// Point-to-point pairs: publisher p publishes only to channel p (and is a member of that
+    /// one only), so with `--channels N --publishers N --users N --subscribers-per-channel 1`
+    /// there are N independent publisher→subscriber pairs. Needs --channels = --publishers.
+    #[arg(long)]
+    pub pairs: bool,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub peer: PeerArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,6 +89,7 @@ pub struct ThroughputReport {
     pub subscribers_per_channel: u32,
     pub subscriptions: u64,
     pub publishers: u32,
+    pub pairs: bool,
     pub window: u32,
     pub rate: u32,
     pub duration_secs: u64,
@@ -103,6 +113,9 @@ pub struct ThroughputReport {
 pub async fn run(args: ChatThroughputArgs) -> anyhow::Result<ThroughputReport> {
     if args.subscribers_per_channel > args.users {
         bail!("--subscribers-per-channel cannot exceed --users");
+    }
+    if args.pairs && args.channels != args.publishers {
+        bail!("--pairs needs as many --channels as --publishers (one channel per pair)");
     }
     let connections = u64::from(args.users) + u64::from(args.publishers);
     let bench = Bench::start(&args.gateway, bench_config(), connections).await?;
@@ -155,8 +168,10 @@ async fn measure(args: &ChatThroughputArgs, bench: &Bench) -> anyhow::Result<Thr
                 list.push(channel.clone());
             }
         }
-        for user in publisher_users.iter().skip(1) {
-            joins.push((user.clone(), channel.clone()));
+        for (p, user) in publisher_users.iter().enumerate().skip(1) {
+            if !args.pairs || p == c {
+                joins.push((user.clone(), channel.clone()));
+            }
         }
     }
     let joined = workers::for_each(joins, args.concurrency as usize, {
@@ -219,12 +234,19 @@ async fn measure(args: &ChatThroughputArgs, bench: &Bench) -> anyhow::Result<Thr
     for (ws, seqs) in subscribers {
         receivers.push(tokio::spawn(receive(ws, seqs, listen.clone(), base)));
     }
+    let ticker = Ticker::timed(Duration::from_secs(args.duration_secs), "publishing");
     let mut senders = Vec::new();
     let (count, publisher_count) = (channels.len(), publishers.len().max(1));
     for (p, ws) in (0u32..).zip(publishers) {
-        // Each publisher starts at a different channel.
-        let mut own = channels.clone();
-        own.rotate_left(p as usize * count / publisher_count);
+        let own = if args.pairs {
+            // Its own channel only.
+            channels.get(p as usize).cloned().into_iter().collect()
+        } else {
+            // Each publisher starts at a different channel.
+            let mut own = channels.clone();
+            own.rotate_left(p as usize * count / publisher_count);
+            own
+        };
         let plan = Plan {
             publisher: p,
             channels: own,
@@ -242,6 +264,7 @@ async fn measure(args: &ChatThroughputArgs, bench: &Bench) -> anyhow::Result<Thr
     for sender in senders {
         published.push(sender.await.context("a publisher task failed")?);
     }
+    drop(ticker);
     // Every acked message goes to each of its channel's subscribers.
     let acked: u64 = published.iter().map(|p| p.acked).sum();
     let expected = acked * u64::from(args.subscribers_per_channel);
@@ -268,6 +291,7 @@ async fn measure(args: &ChatThroughputArgs, bench: &Bench) -> anyhow::Result<Thr
         subscribers_per_channel: args.subscribers_per_channel,
         subscriptions,
         publishers: args.publishers,
+        pairs: args.pairs,
         window: args.window,
         rate: args.rate,
         duration_secs: args.duration_secs,
@@ -347,10 +371,15 @@ impl fmt::Display for ThroughputReport {
             )
         };
         let p = &self.publish;
+        let spread = if self.pairs {
+            "each publisher to its own channel (pairs)"
+        } else {
+            "round robin over the channels"
+        };
         writeln!(
             f,
-            "  published for {} s, {}-byte bodies, round robin over the channels, {pace}: \
-             sent {}, acked {} ({:.0} acked messages/s); errors {:?}",
+            "  published for {} s, {}-byte bodies, {spread}, {pace}: sent {}, acked {} ({:.0} \
+             acked messages/s); errors {:?}",
             self.duration_secs, self.body_bytes, p.sent, p.acked, p.acked_per_sec, p.errors
         )?;
         writeln!(f, "    publish→ack latency: {}", p.ack_latency)?;

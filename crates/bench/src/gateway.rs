@@ -15,6 +15,7 @@ use serde::Serialize;
 use unhidra_server::Config;
 
 use crate::api::{fresh_username, Api, PASSWORD};
+use crate::pinning::Pin;
 use crate::procfs;
 use crate::server_process::{default_binary, ServerProcess};
 use crate::target::{cpus, load_average};
@@ -23,7 +24,7 @@ use crate::ws_client::{Connector, Credential, Failure, Failures, Ws};
 
 /// File descriptors this process needs besides its WebSocket connections (HTTP clients,
 /// the runtime, stdio).
-const FD_HEADROOM: u64 = 200;
+pub(crate) const FD_HEADROOM: u64 = 200;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArgs {
@@ -42,6 +43,11 @@ pub struct GatewayArgs {
     /// MALLOC_MMAP_THRESHOLD_=131072 to see how glibc's allocator settings change its memory.
     #[arg(long = "server-env", value_name = "NAME=VALUE", value_parser = env_pair)]
     pub server_env: Vec<(String, String)>,
+    /// Pin the server to one CPU and this tool (the load generator) to another, as
+    /// SERVER,LOAD (e.g. 0,1), with `taskset`; `off` pins nothing. Default: off, but 0,1 with
+    /// --peer on a machine with two CPUs or more.
+    #[arg(long, value_name = "SERVER,LOAD|off")]
+    pub pin: Option<Pin>,
 }
 
 fn env_pair(s: &str) -> Result<(String, String), String> {
@@ -67,6 +73,7 @@ pub struct GatewayServerInfo {
     pub source_addrs: Vec<String>,
     /// Environment variables set for the server process only.
     pub server_env: Vec<String>,
+    pub pinning: Pin,
     pub channel_buffer: usize,
     pub max_message_bytes: usize,
     pub ping_interval_ms: u64,
@@ -86,6 +93,9 @@ impl fmt::Display for GatewayServerInfo {
             self.cpus,
             self.source_addrs.join(", ")
         )?;
+        if self.pinning != Pin::Off {
+            write!(f, "; {}", self.pinning)?;
+        }
         if let Some((soft, hard)) = self.open_file_limits {
             write!(f, "; open files {soft} (hard {hard})")?;
             if self.raised_open_file_limit {
@@ -137,7 +147,17 @@ impl Bench {
         let channel_buffer = config.gateway.channel_buffer;
         let max_message_bytes = config.gateway.max_message_bytes;
         let ping_interval_ms = config.gateway.ping_interval_ms;
-        let server = ServerProcess::start_on(&binary, config, &args.server_env, data_dir).await?;
+        let pinning = args.pin.unwrap_or(Pin::Off);
+        let cpus = cpus();
+        let server = ServerProcess::start_on(
+            &binary,
+            config,
+            &args.server_env,
+            data_dir,
+            pinning.server(),
+        )
+        .await?;
+        pinning.pin_load_generator()?;
         let connector = Connector::new(
             server.api,
             args.source_addrs,
@@ -148,7 +168,7 @@ impl Bench {
             binary: binary.display().to_string(),
             url: server.base_url(),
             pid: server.pid(),
-            cpus: cpus(),
+            cpus,
             load_average_before,
             open_file_limits: procfs::open_file_limits(),
             raised_open_file_limit: raised,
@@ -158,6 +178,7 @@ impl Bench {
                 .iter()
                 .map(|(name, value)| format!("{name}={value}"))
                 .collect(),
+            pinning,
             channel_buffer,
             max_message_bytes,
             ping_interval_ms,
@@ -174,7 +195,7 @@ impl Bench {
 /// Makes sure this process may open `needed` files: raises the soft limit up to the hard
 /// limit with `prlimit` if it must (returns whether it did), fails if even the hard limit
 /// is too low. The server, started afterwards, inherits the limit.
-fn ensure_open_files(needed: u64) -> anyhow::Result<bool> {
+pub(crate) fn ensure_open_files(needed: u64) -> anyhow::Result<bool> {
     let Some((soft, hard)) = procfs::open_file_limits() else {
         return Ok(false);
     };

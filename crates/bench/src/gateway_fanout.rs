@@ -30,6 +30,8 @@ use crate::gateway::{
     GatewayServerInfo,
 };
 use crate::gateway_idle::subscribe;
+use crate::peer::PeerArgs;
+use crate::progress::{self, Advance, Ticker};
 use crate::server_process::{bench_config, Usage};
 use crate::workers;
 use crate::ws_client::{Credential, Failure, Failures};
@@ -78,6 +80,8 @@ pub struct GatewayFanoutArgs {
     pub timeout_secs: u64,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub peer: PeerArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -138,16 +142,23 @@ async fn measure(args: &GatewayFanoutArgs, bench: &Bench) -> anyhow::Result<Fano
             .map(|u| Credential::Bearer(u.access.clone()))
             .collect(),
     );
+    let bar = progress::bar(u64::from(args.subscribers), "connecting subscribers");
     let opened = workers::for_each(
         (0..args.subscribers as usize).collect(),
         args.concurrency as usize,
         {
             let connector = bench.connector.clone();
-            let (credentials, channel) = (Arc::clone(&credentials), channel.clone());
+            let (credentials, channel, bar) =
+                (Arc::clone(&credentials), channel.clone(), bar.clone());
             move |i: usize| {
-                let (connector, credentials, channel) =
-                    (connector.clone(), Arc::clone(&credentials), channel.clone());
+                let (connector, credentials, channel, bar) = (
+                    connector.clone(),
+                    Arc::clone(&credentials),
+                    channel.clone(),
+                    bar.clone(),
+                );
                 async move {
+                    let _advance = Advance(&bar);
                     let credential = credentials
                         .get(i % credentials.len().max(1))
                         .ok_or_else(|| Failure::WebSocket("no users".into()))?;
@@ -159,6 +170,7 @@ async fn measure(args: &GatewayFanoutArgs, bench: &Bench) -> anyhow::Result<Fano
         },
     )
     .await?;
+    drop(bar);
     let (subscribers, connect_failures) = opened_or_failed(opened);
     let publishers =
         connect_publishers(&bench.connector, publisher_users, args.subscribers as usize).await?;
@@ -178,6 +190,11 @@ async fn measure(args: &GatewayFanoutArgs, bench: &Bench) -> anyhow::Result<Fano
         deadline,
         delivered: Arc::new(AtomicU64::new(0)),
     };
+    let ticker = Ticker::counting(
+        total * subscribers.len() as u64,
+        "deliveries",
+        Arc::clone(&listen.delivered),
+    );
     let mut receivers = Vec::new();
     for (ws, seq) in subscribers {
         let seqs = HashMap::from([(channel.clone(), seq)]);
@@ -220,6 +237,7 @@ async fn measure(args: &GatewayFanoutArgs, bench: &Bench) -> anyhow::Result<Fano
     for receiver in receivers {
         received.push(receiver.await.context("a subscriber task failed")?);
     }
+    drop(ticker);
     let server_after = bench.server.usage()?;
     let client_after = Usage::own().unwrap_or_default();
     scraping.cancel();
@@ -270,7 +288,7 @@ async fn measure(args: &GatewayFanoutArgs, bench: &Bench) -> anyhow::Result<Fano
 }
 
 /// Unacknowledged publishes allowed per publisher.
-fn window(args: &GatewayFanoutArgs) -> u32 {
+pub fn window(args: &GatewayFanoutArgs) -> u32 {
     args.window.unwrap_or(if args.rate == 0 { 1 } else { 256 })
 }
 

@@ -23,6 +23,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::{channel_with_members, mib, users, Bench, GatewayArgs, GatewayServerInfo};
+use crate::peer::PeerArgs;
+use crate::progress;
 use crate::server_process::{bench_config, metric_value, Usage};
 use crate::stats::{per_second, LatencySummary};
 use crate::workers;
@@ -53,6 +55,8 @@ pub struct GatewayIdleArgs {
     pub subscribe: bool,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub peer: PeerArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -162,6 +166,7 @@ async fn measure(args: &GatewayIdleArgs, bench: &mut Bench) -> anyhow::Result<Id
     let mut previous = (0u64, baseline.rss_kib);
 
     let total = u64::from(args.connections);
+    let bar = progress::bar(total, "connecting");
     let steps_count = u64::from(args.steps).min(total);
     for step in 1..=steps_count {
         let from = total * (step - 1) / steps_count;
@@ -170,11 +175,20 @@ async fn measure(args: &GatewayIdleArgs, bench: &mut Bench) -> anyhow::Result<Id
         let batch_started = Instant::now();
         let opened = workers::for_each((from..to).collect(), args.concurrency as usize, {
             let connector = bench.connector.clone();
-            let (credentials, channel) = (Arc::clone(&credentials), channel.clone());
+            let (credentials, channel, bar) =
+                (Arc::clone(&credentials), channel.clone(), bar.clone());
             move |i: u64| {
-                let (connector, credentials, channel) =
-                    (connector.clone(), Arc::clone(&credentials), channel.clone());
-                async move { open(&connector, &credentials, channel.as_deref(), i).await }
+                let (connector, credentials, channel, bar) = (
+                    connector.clone(),
+                    Arc::clone(&credentials),
+                    channel.clone(),
+                    bar.clone(),
+                );
+                async move {
+                    let opened = open(&connector, &credentials, channel.as_deref(), i).await;
+                    bar.inc(1);
+                    opened
+                }
             }
         })
         .await?;
@@ -204,6 +218,7 @@ async fn measure(args: &GatewayIdleArgs, bench: &mut Bench) -> anyhow::Result<Id
         });
         previous = (open_now, now.rss_kib);
     }
+    drop(bar);
     let opened = holders.len() as u64;
     let connect = Connect {
         opened,

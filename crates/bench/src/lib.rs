@@ -8,6 +8,10 @@
 //! through the store (see [`chat_corpus`]). Each drives the server over loopback and returns
 //! a report that prints as a human summary or serialises to JSON. [`ml`] starts no server: it
 //! drives the Python ML workers through `unhidra-ml-bridge`, as the server does. Every loop is bounded by a count or a duration.
+//!
+//! The peer Unhidra is compared with is Debian's Mosquitto: [`mosquitto`] starts it for one
+//! run, [`mqtt_load`] drives it with `rumqttc`, and [`peer`] puts Unhidra's figures next to
+//! its as ratios. [`pinning`] gives the server and the load generator a CPU each.
 
 pub mod api;
 pub mod chat_corpus;
@@ -23,7 +27,15 @@ pub mod gateway_reconnect;
 pub mod login_flood;
 pub mod login_memory;
 pub mod ml;
+pub mod mosquitto;
+pub mod mosquitto_fanout;
+pub mod mosquitto_idle;
+pub mod mosquitto_pairs;
+pub mod mqtt_load;
+pub mod peer;
+pub mod pinning;
 pub mod procfs;
+pub mod progress;
 pub mod server_process;
 pub mod stats;
 pub mod target;

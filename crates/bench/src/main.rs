@@ -12,17 +12,22 @@ use tracing_subscriber::EnvFilter;
 use unhidra_bench::cpu::{CLIENT_THREAD, SERVER_THREAD};
 use unhidra_bench::{
     chat_history, chat_throughput, device_keys, gateway_fanout, gateway_idle, gateway_reconnect,
-    login_flood, login_memory, ml, telemetry_store,
+    login_flood, login_memory, ml, mosquitto_fanout, mosquitto_idle, mosquitto_pairs, peer,
+    progress, telemetry_store,
 };
 
 /// Benchmarks of the Unhidra server. Each starts a server on 127.0.0.1 with a fresh temporary
 /// data dir and its rate limits raised (all load comes from loopback): in-process for the HTTP
 /// benchmarks, as a separate `unhidra serve` process for the gateway and chat ones. It loads the server,
 /// prints a summary and stops it. `ml` starts no server, only the Python ML workers.
+/// `mosquitto` runs the same scenarios against Debian's Mosquitto, the peer Unhidra is compared
+/// with; `--peer mosquitto` on `gateway-idle`, `gateway-fanout` and `chat-throughput --pairs`
+/// runs both in one sitting and prints Unhidra's figures as ratios to Mosquitto's.
 #[derive(Debug, Parser)]
 #[command(name = "unhidra-bench", version)]
 struct Cli {
-    /// Print the results as JSON on stdout (the human summary then goes to stderr).
+    /// Print the results as JSON on stdout (the human summary then goes to stderr, and no
+    /// progress bars are drawn).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -52,10 +57,29 @@ enum Command {
     /// Calls to the Python ML workers over their Unix sockets: latency one at a time and
     /// calls/s with many callers, for 1 and --workers workers, against in-process floors.
     Ml(ml::MlArgs),
+    /// Debian's Mosquitto (started on a spare loopback port, no persistence) under the same
+    /// scenarios over MQTT with `rumqttc`: the peer Unhidra is compared with.
+    Mosquitto {
+        #[command(subcommand)]
+        scenario: MosquittoScenario,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MosquittoScenario {
+    /// Broker memory per idle client (each subscribed to its own topic), --connections of them.
+    Idle(mosquitto_idle::MosquittoIdleArgs),
+    /// One topic with --subscribers QoS 0 subscribers: deliveries/s and publish→receive latency.
+    Fanout(mosquitto_fanout::MosquittoFanoutArgs),
+    /// --pairs QoS 1 publisher→subscriber pairs: acknowledged messages/s and latencies.
+    Pairs(mosquitto_pairs::MosquittoPairsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.json {
+        progress::hide();
+    }
     // Quiet by default: an overloaded server logs a line per refused login (tower_http's trace
     // layer at ERROR for every 503), which would bury the report.
     let filter = EnvFilter::try_from_default_env()
@@ -96,10 +120,22 @@ fn main() -> anyhow::Result<()> {
                 output(&report, cli.json)?;
                 login_memory::check(&report)
             }
+            Command::GatewayIdle(args) if args.peer.peer.is_some() => {
+                let report = peer::gateway_idle(args).await?;
+                output(&report, cli.json)?;
+                gateway_idle::check(&report.unhidra)?;
+                mosquitto_idle::check(&report.mosquitto)
+            }
             Command::GatewayIdle(args) => {
                 let report = gateway_idle::run(args).await?;
                 output(&report, cli.json)?;
                 gateway_idle::check(&report)
+            }
+            Command::GatewayFanout(args) if args.peer.peer.is_some() => {
+                let report = peer::gateway_fanout(args).await?;
+                output(&report, cli.json)?;
+                gateway_fanout::check(&report.unhidra)?;
+                mosquitto_fanout::check(&report.mosquitto)
             }
             Command::GatewayFanout(args) => {
                 let report = gateway_fanout::run(args).await?;
@@ -121,6 +157,12 @@ fn main() -> anyhow::Result<()> {
                 output(&report, cli.json)?;
                 chat_history::check(&report)
             }
+            Command::ChatThroughput(args) if args.peer.peer.is_some() => {
+                let report = peer::chat_throughput(args).await?;
+                output(&report, cli.json)?;
+                chat_throughput::check(&report.unhidra)?;
+                mosquitto_pairs::check(&report.mosquitto)
+            }
             Command::ChatThroughput(args) => {
                 let report = chat_throughput::run(args).await?;
                 output(&report, cli.json)?;
@@ -131,6 +173,23 @@ fn main() -> anyhow::Result<()> {
                 output(&report, cli.json)?;
                 ml::check(&report)
             }
+            Command::Mosquitto { scenario } => match scenario {
+                MosquittoScenario::Idle(args) => {
+                    let report = mosquitto_idle::run(args).await?;
+                    output(&report, cli.json)?;
+                    mosquitto_idle::check(&report)
+                }
+                MosquittoScenario::Fanout(args) => {
+                    let report = mosquitto_fanout::run(args).await?;
+                    output(&report, cli.json)?;
+                    mosquitto_fanout::check(&report)
+                }
+                MosquittoScenario::Pairs(args) => {
+                    let report = mosquitto_pairs::run(args).await?;
+                    output(&report, cli.json)?;
+                    mosquitto_pairs::check(&report)
+                }
+            },
         }
     });
     client_runtime.shutdown_timeout(Duration::from_secs(5));

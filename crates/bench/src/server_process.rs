@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio::process::{Child, Command};
 use unhidra_server::Config;
 
+use crate::pinning;
 use crate::procfs;
 
 /// Rate limits of the spawned server: effectively off, since all load comes from a few
@@ -87,7 +88,7 @@ pub fn default_binary() -> anyhow::Result<PathBuf> {
 }
 
 /// A port nobody listens on right now (the server binds it a moment later).
-fn free_port() -> anyhow::Result<SocketAddr> {
+pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     listener.local_addr().context("reading a free port")
 }
@@ -101,16 +102,18 @@ impl ServerProcess {
         config: Config,
         env: &[(String, String)],
     ) -> anyhow::Result<Self> {
-        Self::start_on(binary, config, env, None).await
+        Self::start_on(binary, config, env, None, None).await
     }
 
     /// Like [`start`](Self::start), but on `data_dir` when given: a data dir the caller
-    /// prepared (and keeps; it is not removed when the server stops).
+    /// prepared (and keeps; it is not removed when the server stops); and pinned to CPU
+    /// `cpu` with `taskset` when given (see [`pinning`](crate::pinning)).
     pub async fn start_on(
         binary: &Path,
         mut config: Config,
         env: &[(String, String)],
         data_dir: Option<&Path>,
+        cpu: Option<usize>,
     ) -> anyhow::Result<Self> {
         if !binary.is_file() {
             bail!(
@@ -132,7 +135,7 @@ impl ServerProcess {
         let log = dir.path().join("server.log");
         let log_file = std::fs::File::create(&log).context("creating the server log")?;
 
-        let child = Command::new(binary)
+        let child = pinning::command(binary, cpu)
             .arg("--config")
             .arg(&config_path)
             .arg("serve")
