@@ -17,8 +17,9 @@ use serde::Serialize;
 pub const SERVER_THREAD: &str = "unhidra-srv";
 /// Thread-name prefix of the load generator's runtime.
 pub const CLIENT_THREAD: &str = "bench-client";
-/// sqlx runs each SQLite connection on a thread of its own with this prefix.
-const SQLITE_THREAD: &str = "sqlx-sqlite";
+/// sqlx runs each SQLite read connection on a thread of its own with this prefix; the
+/// store's writer has a thread of its own too.
+const SQLITE_THREADS: [&str; 2] = ["sqlx-sqlite", unhidra_store_sqlite::WRITER_THREAD];
 
 /// CPU time used so far by the server's threads and by everything else in the process.
 #[derive(Debug, Clone, Copy, Default)]
@@ -59,7 +60,7 @@ pub fn sample() -> Option<CpuSample> {
         };
         let on_cpu = Duration::from_nanos(on_cpu_ns);
         let name = comm.trim();
-        if name.starts_with(SERVER_THREAD) || name.starts_with(SQLITE_THREAD) {
+        if name.starts_with(SERVER_THREAD) || SQLITE_THREADS.iter().any(|t| name.starts_with(t)) {
             out.server += on_cpu;
         } else {
             out.client += on_cpu;

@@ -1,7 +1,7 @@
 //! The store's one writer: a thread that owns the write connection and runs every write.
 //!
-//! A write is a closure over the connection ([`Writer::run`]). Writes queue in a bounded
-//! channel; the thread takes what has queued, runs it as one transaction — each write inside
+//! A write is a closure over the connection ([`Writer::run`]). Writes queue in a channel
+//! (in the order they are first polled); the thread takes what has queued, runs it as one transaction — each write inside
 //! its own savepoint, so a refused write rolls back alone — commits once, and only then
 //! answers each caller. One crossing between the async side and SQLite per batch, one fsync
 //! per batch, and statements prepared once per connection (`prepare_cached`): under load a
@@ -21,10 +21,9 @@ use unhidra_store::{Outage, Result, StoreError};
 pub(crate) const MAX_BATCH: usize = 256;
 /// A batch takes no further writes once its work has taken this long.
 pub(crate) const BATCH_BUDGET: Duration = Duration::from_millis(10);
-/// Writes waiting for the writer; callers wait (back-pressure) when it is full.
-const QUEUE: usize = 4096;
-/// The writer thread's name (benchmarks find its CPU time by it).
-pub const THREAD_NAME: &str = "unhidra-sqlite-writer";
+/// The writer thread's name (benchmarks find its CPU time by it; at most 15 bytes, as
+/// Linux keeps thread names).
+pub const THREAD_NAME: &str = "sqlite-writer";
 
 /// How a write ended inside its savepoint.
 enum Outcome {
@@ -47,9 +46,16 @@ enum Message {
 }
 
 /// The handle to the writer thread; cheap to clone.
+///
+/// The queue is unbounded so that taking a place in it never waits: a write is queued at
+/// its first poll, synchronously, which is what keeps a pipelining connection's posts in
+/// its order (a bounded queue that is full, or tokio's cooperative budget, would let a
+/// later write overtake one still waiting to be queued). What bounds the queue is that
+/// every caller waits for its answer: a session keeps at most its publish window waiting,
+/// an HTTP request one write, the telemetry writer one batch.
 #[derive(Clone)]
 pub(crate) struct Writer {
-    queue: mpsc::Sender<Message>,
+    queue: mpsc::UnboundedSender<Message>,
 }
 
 fn stopped() -> StoreError {
@@ -61,7 +67,7 @@ impl Writer {
     /// thread that owns it.
     pub(crate) fn start(path: &Path) -> Result<Self> {
         let conn = open(path)?;
-        let (queue, messages) = mpsc::channel(QUEUE);
+        let (queue, messages) = mpsc::unbounded_channel();
         let path = path.to_owned();
         std::thread::Builder::new()
             .name(THREAD_NAME.to_owned())
@@ -97,7 +103,6 @@ impl Writer {
         });
         self.queue
             .send(Message::Write(job))
-            .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -106,7 +111,7 @@ impl Writer {
     /// thread; later writes fail.
     pub(crate) async fn stop(&self) {
         let (done, stopped) = oneshot::channel();
-        if self.queue.send(Message::Stop(done)).await.is_ok() {
+        if self.queue.send(Message::Stop(done)).is_ok() {
             let _ = stopped.await;
         }
     }
@@ -131,7 +136,7 @@ fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-fn run_loop(mut conn: Connection, path: &Path, mut messages: mpsc::Receiver<Message>) {
+fn run_loop(mut conn: Connection, path: &Path, mut messages: mpsc::UnboundedReceiver<Message>) {
     let mut stop = None;
     while stop.is_none() {
         let Some(first) = messages.blocking_recv() else {
@@ -178,7 +183,7 @@ fn run_loop(mut conn: Connection, path: &Path, mut messages: mpsc::Receiver<Mess
 fn run_batch(
     conn: &Connection,
     first: Job,
-    messages: &mut mpsc::Receiver<Message>,
+    messages: &mut mpsc::UnboundedReceiver<Message>,
     stop: &mut Option<oneshot::Sender<()>>,
 ) -> (Vec<Answer>, Option<StoreError>) {
     let started = Instant::now();

@@ -10,8 +10,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use unhidra_store::{Store, StoreError, TelemetryPoint};
 
-/// Most points written in one transaction.
-pub const MAX_BATCH_POINTS: usize = 8192;
+/// Most points in one write. The store's writer runs one write at a time, and chat messages
+/// queued behind a telemetry write wait for it: 2,048 points keep that wait to a few
+/// milliseconds, and the writer still commits several such writes together under load.
+pub const MAX_BATCH_POINTS: usize = 2048;
 /// Frames waiting for the writer; beyond this, devices are told to slow down.
 const QUEUE: usize = 4096;
 

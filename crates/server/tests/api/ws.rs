@@ -1,5 +1,6 @@
 //! The WebSocket gateway with a real client (tokio-tungstenite) over real sockets.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -220,6 +221,7 @@ async fn users_and_devices_connect_and_the_credential_is_never_echoed() {
         json!({"kind": "user", "id": alice.id})
     );
     assert_eq!(welcome["max_message_bytes"], 65536);
+    assert_eq!(welcome["publish_window"], 64);
 
     let (ws, response) = open(&app, &["unhidra.v1", &format!("device.{key}")], &[])
         .await
@@ -408,6 +410,57 @@ async fn a_publish_is_acked_once_stored_and_a_retry_is_stored_once() {
         seqs(&subscribe(&mut fresh, &room, Some(0)).await),
         [base + 1, base + 2]
     );
+}
+
+/// A connection may send publishes without waiting for their acks: the server keeps reading
+/// while up to `publish_window` wait for the store, stores them in the order they were sent,
+/// and answers each (in whatever order) by its client_msg_id.
+#[tokio::test]
+async fn publishes_sent_without_waiting_are_all_acked_and_stored_in_the_order_sent() {
+    const COUNT: usize = 300;
+    let app = spawn_app_with(|config| config.rate_limits.ws_messages_per_second = 100_000).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let room = channel(&app, &alice, "room", &[&bob]).await;
+    let mut a = user_ws(&app, &alice).await;
+    let mut b = user_ws(&app, &bob).await;
+    assert!(subscribe(&mut b, &room, None).await.is_empty());
+    let base = last_seq(&app, &alice, &room).await;
+
+    for i in 0..COUNT {
+        let frame = json!({"type": "publish", "channel": room, "body": format!("m{i}"),
+                           "client_msg_id": format!("p-{i}")});
+        a.feed(Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+    }
+    a.flush().await.unwrap();
+    let mut acked = HashMap::new();
+    while acked.len() < COUNT {
+        let answer = next(&mut a).await;
+        assert_eq!(answer["type"], "ack", "{answer}");
+        let id = answer["client_msg_id"].as_str().unwrap().to_owned();
+        assert!(acked.insert(id, answer["seq"].as_i64().unwrap()).is_none());
+    }
+    let in_send_order: Vec<i64> = (0..COUNT).map(|i| acked[&format!("p-{i}")]).collect();
+    let expected: Vec<i64> = (1..=COUNT as i64).map(|n| base + n).collect();
+    assert_eq!(
+        in_send_order, expected,
+        "stored in the order sent, gap-free"
+    );
+    let mut delivered = Vec::new();
+    while delivered.len() < COUNT {
+        let frame = next(&mut b).await;
+        assert_eq!(frame["type"], "message");
+        delivered.push((
+            frame["seq"].as_i64().unwrap(),
+            frame["body"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let sent: Vec<(i64, String)> = (0..COUNT)
+        .map(|i| (base + 1 + i as i64, format!("m{i}")))
+        .collect();
+    assert_eq!(delivered, sent, "delivered once each, in seq order");
 }
 
 #[tokio::test]

@@ -143,8 +143,8 @@ async fn acked_messages_survive_sigkill_and_retries_are_idempotent() {
             assert_eq!(found, ack, "{client_msg_id} is stored other than acked");
             assert_eq!(sender, user_id, "{client_msg_id}: sender");
         }
-        // The connection's frames are handled one at a time, so what was stored of the
-        // in-flight publishes is a prefix of them.
+        // The store keeps a connection's order (its publishes are pipelined, not
+        // reordered), so what was stored of the in-flight publishes is a prefix of them.
         let in_flight = log.in_flight();
         let kept = in_flight
             .iter()
@@ -176,7 +176,7 @@ async fn acked_messages_survive_sigkill_and_retries_are_idempotent() {
     let mut next_seq = JOINS + i64::try_from(stored.len()).unwrap() + 1;
     for (i, log) in logs.iter().enumerate() {
         let (mut ws, _) = server.ws_connect(&users[i].1.access).await;
-        for id in log.in_flight() {
+        for id in &log.in_flight() {
             let ack = ws_publish(&mut ws, &channel, id).await;
             match stored_before_kill.get(id) {
                 Some(before) => assert_eq!(&ack, before, "retry of stored {id}"),

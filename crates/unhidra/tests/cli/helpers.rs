@@ -2,6 +2,7 @@
 //! logs, killed on drop), [`cli`] for the one-shot commands, and the small HTTP, metrics and
 //! JWT helpers the tests share.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -911,8 +912,12 @@ pub async fn ws_publish(ws: &mut Ws, channel: &str, client_msg_id: &str) -> Ack 
 pub struct PublishLog {
     /// Every `client_msg_id` sent, in order.
     pub sent: Vec<String>,
-    /// Every ack received, in order.
+    /// Every ack received, in the order received (the server may answer a connection's
+    /// publishes in any order).
     pub acks: Vec<(String, Ack)>,
+    /// Position in `sent` by `client_msg_id`, and the acked positions with their seqs.
+    positions: HashMap<String, usize>,
+    acked_at: BTreeMap<usize, i64>,
     /// The close frame, if the server sent one.
     pub close: Option<CloseFrame>,
     /// How the connection ended, for failure messages.
@@ -920,17 +925,57 @@ pub struct PublishLog {
 }
 
 impl PublishLog {
-    /// The ids that were sent but not acked (in flight when the connection ended), in
-    /// order. Acks come in the order of the publishes, so they are the tail of `sent`.
-    pub fn in_flight(&self) -> &[String] {
-        self.sent.get(self.acks.len()..).unwrap_or_default()
+    /// The ids that were sent but not acked (in flight when the connection ended), in the
+    /// order they were sent.
+    pub fn in_flight(&self) -> Vec<String> {
+        self.sent
+            .iter()
+            .enumerate()
+            .filter(|(at, _)| !self.acked_at.contains_key(at))
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    fn note_sent(&mut self, client_msg_id: String) {
+        self.positions
+            .insert(client_msg_id.clone(), self.sent.len());
+        self.sent.push(client_msg_id);
+    }
+
+    /// Records an ack, checking that it answers a publish in flight and that the seqs of
+    /// the acked publishes rise in the order they were sent (the store keeps a
+    /// connection's order).
+    fn note_ack(&mut self, label: &str, client_msg_id: String, ack: Ack) {
+        let at = *self.positions.get(&client_msg_id).unwrap_or_else(|| {
+            panic!("publisher {label}: an ack for {client_msg_id}, which it never sent")
+        });
+        assert!(
+            !self.acked_at.contains_key(&at),
+            "publisher {label}: {client_msg_id} acked twice"
+        );
+        if let Some((_, before)) = self.acked_at.range(..at).next_back() {
+            assert!(
+                *before < ack.seq,
+                "publisher {label}: seq fell to {} after {before}",
+                ack.seq
+            );
+        }
+        if let Some((_, after)) = self.acked_at.range(at + 1..).next() {
+            assert!(
+                ack.seq < *after,
+                "publisher {label}: seq {} not before {after}",
+                ack.seq
+            );
+        }
+        self.acked_at.insert(at, ack.seq);
+        self.acks.push((client_msg_id, ack));
     }
 }
 
 /// Publishes `<prefix>-0`, `<prefix>-1`, … to `channel` (each body is its `client_msg_id`),
 /// keeping up to `window` unacknowledged, until the connection ends: by a close frame, a
-/// reset or end of stream. Checks that acks come in publish order with rising seqs and
-/// counts them in `acked`. Panics on an `error` frame or if the connection is still open
+/// reset or end of stream. Checks that each ack answers a publish in flight, that the acked
+/// seqs rise in publish order, and counts them in `acked`. Panics on an `error` frame or if the connection is still open
 /// after `limit`.
 pub async fn publish_until_closed(
     ws: Ws,
@@ -979,7 +1024,7 @@ pub async fn publish_ids(
                 "body": client_msg_id,
                 "client_msg_id": client_msg_id,
             });
-            log.sent.push(client_msg_id);
+            log.note_sent(client_msg_id);
             if let Err(e) = ws.send(WsMessage::text(frame.to_string())).await {
                 // The frame may or may not have left: it counts as in flight.
                 log.end = format!("send failed: {e}");
@@ -997,17 +1042,7 @@ pub async fn publish_ids(
                     Some("ack") => Ack::from_frame(&frame),
                     _ => panic!("publisher {label}: unexpected frame {frame}"),
                 };
-                let expected = &log.sent[log.acks.len()];
-                assert_eq!(&client_msg_id, expected, "acks out of publish order");
-                if let Some((_, last)) = log.acks.last() {
-                    assert!(
-                        ack.seq > last.seq,
-                        "seq fell from {} to {}",
-                        last.seq,
-                        ack.seq
-                    );
-                }
-                log.acks.push((client_msg_id, ack));
+                log.note_ack(label, client_msg_id, ack);
                 acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
             Some(Ok(WsMessage::Close(frame))) => {
