@@ -38,7 +38,9 @@ enum Outcome {
 
 /// Answers the caller once the batch's fate is known: `Err` when it was not committed.
 type Answer = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> (Outcome, Answer) + Send>;
+/// A write: given the connection, runs and says how it ended; given none (its transaction
+/// could not be opened), does not run and answers with the failure.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (Outcome, Answer) + Send>;
 
 enum Message {
     Write(Job),
@@ -85,16 +87,19 @@ impl Writer {
     ) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
-            let result = work(conn);
+            let result = conn.map(work);
             let outcome = match &result {
-                Ok(_) => Outcome::Done,
-                Err(err @ StoreError::Unavailable { .. }) => Outcome::Outage(err.for_another()),
-                Err(_) => Outcome::Refused,
+                Some(Ok(_)) => Outcome::Done,
+                Some(Err(err @ StoreError::Unavailable { .. })) => {
+                    Outcome::Outage(err.for_another())
+                }
+                Some(Err(_)) | None => Outcome::Refused,
             };
             let answer: Answer = Box::new(move |committed| {
                 let result = match (committed, result) {
-                    (Err(err), Ok(_)) => Err(err.for_another()),
-                    (_, result) => result,
+                    (Err(err), Some(Ok(_)) | None) => Err(err.for_another()),
+                    (Ok(()), None) => Err(stopped()),
+                    (_, Some(result)) => result,
                 };
                 // The caller may have gone away (its connection closed); the data is stored.
                 let _ = reply.send(result);
@@ -189,17 +194,17 @@ fn run_batch(
     let started = Instant::now();
     let mut answers = Vec::new();
     if let Err(err) = exec(conn, "BEGIN IMMEDIATE") {
-        let (_, answer) = first(conn);
+        let (_, answer) = first(None);
         return (vec![answer], Some(failed(err)));
     }
     let mut next = Some(first);
     while let Some(job) = next.take() {
         if let Err(err) = exec(conn, "SAVEPOINT job") {
-            let (_, answer) = job(conn);
+            let (_, answer) = job(None);
             answers.push(answer);
             return (answers, Some(failed(err)));
         }
-        let (outcome, answer) = job(conn);
+        let (outcome, answer) = job(Some(conn));
         answers.push(answer);
         let ended = match outcome {
             Outcome::Done => exec(conn, "RELEASE job"),
