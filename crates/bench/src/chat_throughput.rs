@@ -48,8 +48,8 @@ pub struct ChatThroughputArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub subscribers_per_channel: u32,
     /// Publishing connections, each its own user and a member of every channel. The server
-    /// handles one connection's publishes one after another, so this is how many appends
-    /// can wait for the store at once.
+    /// takes up to 64 unanswered publishes per connection (its `publish_window`), so
+    /// publishers × min(window, 64) appends can wait for the store at once.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub publishers: u32,
     /// Unacknowledged publishes per publisher.

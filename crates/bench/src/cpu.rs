@@ -38,9 +38,9 @@ pub struct CpuUsage {
     pub load_generator_cores: f64,
 }
 
-/// Reads every thread's CPU time; `None` where `/proc` is not available.
-pub fn sample() -> Option<CpuSample> {
-    let mut out = CpuSample::default();
+/// Each live thread's name and time on a CPU; `None` where `/proc` is not available.
+fn threads() -> Option<Vec<(String, Duration)>> {
+    let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc/self/task").ok()? {
         let Ok(entry) = entry else { continue };
         let dir = entry.path();
@@ -58,8 +58,15 @@ pub fn sample() -> Option<CpuSample> {
         else {
             continue;
         };
-        let on_cpu = Duration::from_nanos(on_cpu_ns);
-        let name = comm.trim();
+        out.push((comm.trim().to_owned(), Duration::from_nanos(on_cpu_ns)));
+    }
+    Some(out)
+}
+
+/// Reads every thread's CPU time; `None` where `/proc` is not available.
+pub fn sample() -> Option<CpuSample> {
+    let mut out = CpuSample::default();
+    for (name, on_cpu) in threads()? {
         if name.starts_with(SERVER_THREAD) || SQLITE_THREADS.iter().any(|t| name.starts_with(t)) {
             out.server += on_cpu;
         } else {
@@ -67,6 +74,22 @@ pub fn sample() -> Option<CpuSample> {
         }
     }
     Some(out)
+}
+
+/// CPU time of the live threads whose name starts with `prefix`.
+pub fn thread_cpu(prefix: &str) -> Option<Duration> {
+    Some(
+        threads()?
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, on_cpu)| on_cpu)
+            .sum(),
+    )
+}
+
+/// CPU time of all live threads of this process.
+pub fn process_cpu() -> Option<Duration> {
+    thread_cpu("")
 }
 
 /// CPU used from `before` to `after` over `wall`.

@@ -38,6 +38,7 @@ pub mod procfs;
 pub mod progress;
 pub mod server_process;
 pub mod stats;
+pub mod store_append;
 pub mod target;
 pub mod telemetry_store;
 pub mod workers;

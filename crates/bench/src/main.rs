@@ -13,7 +13,7 @@ use unhidra_bench::cpu::{CLIENT_THREAD, SERVER_THREAD};
 use unhidra_bench::{
     chat_history, chat_throughput, device_keys, gateway_fanout, gateway_idle, gateway_reconnect,
     login_flood, login_memory, ml, mosquitto_fanout, mosquitto_idle, mosquitto_pairs, peer,
-    progress, telemetry_store,
+    progress, store_append, telemetry_store,
 };
 
 /// Benchmarks of the Unhidra server. Each starts a server on 127.0.0.1 with a fresh temporary
@@ -48,6 +48,9 @@ enum Command {
     GatewayFanout(gateway_fanout::GatewayFanoutArgs),
     /// Telemetry points/s the SQLite store commits, in the server's batches, and query cost.
     TelemetryStore(telemetry_store::TelemetryStoreArgs),
+    /// Messages/s the store takes through post_message with no network: the floor of a
+    /// publish's durable part (run it under `taskset -c 1`).
+    StoreAppend(store_append::StoreAppendArgs),
     /// --devices devices reconnecting over WebSocket at once: time until all are welcomed.
     GatewayReconnect(gateway_reconnect::GatewayReconnectArgs),
     /// History pages and search over --messages generated messages (default a million).
@@ -146,6 +149,11 @@ fn main() -> anyhow::Result<()> {
                 let report = telemetry_store::run(args).await?;
                 output(&report, cli.json)?;
                 telemetry_store::check(&report)
+            }
+            Command::StoreAppend(args) => {
+                let report = store_append::run(args).await?;
+                output(&report, cli.json)?;
+                store_append::check(&report)
             }
             Command::GatewayReconnect(args) => {
                 let report = gateway_reconnect::run(args).await?;
