@@ -484,16 +484,30 @@ impl Session {
                 match chat::prepare(&self.state, &id, post, received_at).await {
                     Ok(chat::Prepared::Ready(ready)) => {
                         let state = self.state.clone();
-                        let mut storing: Publishing =
-                            Box::pin(async move { (reference, chat::store(state, ready).await) });
+                        let mut storing = Box::pin(chat::store(state, ready));
                         // The first poll takes the message's place in the store's line, so
                         // the connection's messages are stored in the order it sent them.
                         match futures::poll!(storing.as_mut()) {
-                            std::task::Poll::Ready((reference, result)) => {
+                            std::task::Poll::Ready(result) => {
                                 self.answer_publish(reference, result).await
                             }
                             std::task::Poll::Pending => {
-                                self.publishing.push(storing);
+                                // The rest (commit, fan-out) runs as a task of its own, so a
+                                // stored message reaches its subscribers even when this
+                                // connection goes away before the commit.
+                                let task = tokio::spawn(storing);
+                                self.publishing.push(Box::pin(async move {
+                                    let result = task.await.unwrap_or_else(|err| {
+                                        Err(chat::ChatError::Store(
+                                            unhidra_store::StoreError::backend(
+                                                std::io::Error::other(format!(
+                                                    "the publish task failed: {err}"
+                                                )),
+                                            ),
+                                        ))
+                                    });
+                                    (reference, result)
+                                }));
                                 Ok(())
                             }
                         }
@@ -882,19 +896,25 @@ impl Session {
     }
 
     /// Delivers `item` and whatever else is ready right now, up to a burst, so that the
-    /// loop's single flush writes them together instead of one write per delivery.
+    /// loop's single flush writes them together instead of one write per delivery. Within a
+    /// burst a channel's deliveries go out in seq order: publishes committed together reach
+    /// the hub in whatever order their tasks run, and sorting them here spares a read of the
+    /// store for a gap that the next item in the burst fills.
     async fn deliver_burst(
         &mut self,
         channel: String,
         item: Result<Arc<Delivery>, BroadcastStreamRecvError>,
     ) -> Result<(), End> {
         const BURST: usize = 32;
-        self.deliver(channel, item).await?;
-        for _ in 1..BURST {
+        let mut burst = vec![(channel, item)];
+        while burst.len() < BURST {
             match self.subscriptions.next().now_or_never() {
-                Some(Some((channel, item))) => self.deliver(channel, item).await?,
+                Some(Some(next)) => burst.push(next),
                 _ => break,
             }
+        }
+        for (channel, item) in in_seq_order(burst) {
+            self.deliver(channel, item).await?;
         }
         Ok(())
     }
@@ -954,6 +974,43 @@ impl Session {
     }
 }
 
+type Item = (String, Result<Arc<Delivery>, BroadcastStreamRecvError>);
+
+/// The burst with each channel's timeline items (seq > 0) in seq order, in the places that
+/// channel's timeline items held; passing frames and lag errors stay where they were.
+fn in_seq_order(burst: Vec<Item>) -> Vec<Item> {
+    if burst.len() < 2 {
+        return burst;
+    }
+    let mut sorted: HashMap<String, std::collections::VecDeque<Arc<Delivery>>> = HashMap::new();
+    for (channel, item) in &burst {
+        if let Ok(delivery) = item {
+            if delivery.seq > 0 {
+                sorted
+                    .entry(channel.clone())
+                    .or_default()
+                    .push_back(Arc::clone(delivery));
+            }
+        }
+    }
+    for queue in sorted.values_mut() {
+        queue.make_contiguous().sort_by_key(|d| d.seq);
+    }
+    burst
+        .into_iter()
+        .map(|(channel, item)| match item {
+            Ok(delivery) if delivery.seq > 0 => {
+                let next = sorted
+                    .get_mut(&channel)
+                    .and_then(std::collections::VecDeque::pop_front)
+                    .unwrap_or(delivery);
+                (channel, Ok(next))
+            }
+            other => (channel, other),
+        })
+        .collect()
+}
+
 impl Session {
     /// A read that broke the protocol ends the connection with its close code (1002, 1009,
     /// 1007); a text frame that is not UTF-8 also gets an `error` frame first, so the client
@@ -969,5 +1026,49 @@ impl Session {
                 .await?;
         }
         Err(End::Close(violation.code, violation.reason))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn item(channel: &str, seq: i64) -> Item {
+        let delivery = Delivery {
+            channel: channel.to_owned(),
+            seq,
+            frame: Utf8Bytes::from(format!("{channel}{seq}")),
+            received_at: Instant::now(),
+        };
+        (channel.to_owned(), Ok(Arc::new(delivery)))
+    }
+
+    fn described(items: &[Item]) -> Vec<String> {
+        items
+            .iter()
+            .map(|(channel, item)| match item {
+                Ok(d) => format!("{channel}:{}", d.seq),
+                Err(_) => format!("{channel}:lagged"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_burst_goes_out_in_seq_order_per_channel_with_passing_frames_in_place() {
+        let burst = vec![
+            item("a", 3),
+            item("b", 9),
+            item("a", 0),
+            item("a", 2),
+            item("b", 8),
+            ("c".to_owned(), Err(BroadcastStreamRecvError::Lagged(5))),
+            item("a", 4),
+        ];
+        assert_eq!(
+            described(&in_seq_order(burst)),
+            ["a:2", "b:8", "a:0", "a:3", "b:9", "c:lagged", "a:4"]
+        );
     }
 }
