@@ -129,14 +129,14 @@ fn open(path: &Path) -> Result<Connection> {
     )
     .map_err(failed)?;
     // WAL is a property of the file (set when it was created); `synchronous=FULL` makes a
-    // commit durable before it is acknowledged. A page cache of up to 64 MiB (SQLite's
-    // default is 2 MiB) keeps a batch's dirty pages in memory until its commit.
+    // commit durable before it is acknowledged. (A 64 MiB page cache instead of SQLite's
+    // 2 MiB was measured: no faster, and the writer then spent 4% of its time truncating
+    // the larger cache.)
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
-         PRAGMA busy_timeout = 5000;
-         PRAGMA cache_size = -65536;",
+         PRAGMA busy_timeout = 5000;",
     )
     .map_err(failed)?;
     conn.set_prepared_statement_cache_capacity(128);
