@@ -1,13 +1,13 @@
 //! Device telemetry: batched inserts, bucketed summaries, pruning by age.
 //!
 //! Points name their series (device, metric) by integer id. The ids of series seen before
-//! are cached, so a batch of points from known series is one prepared INSERT per point on
-//! the writer and nothing else.
+//! are cached, so a batch of points from known series is one multi-row INSERT per 256
+//! points on the writer and nothing else.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 use sqlx::SqlitePool;
 use time::OffsetDateTime;
 use unhidra_store::{Result, TelemetryBucket, TelemetryPoint, TelemetryQuery};
@@ -15,6 +15,8 @@ use unhidra_store::{Result, TelemetryBucket, TelemetryPoint, TelemetryQuery};
 use crate::writer::{failed, missing, stmt, Writer};
 use crate::{db, from_ms, ms};
 
+/// Points per INSERT statement (3 parameters each, well under SQLite's limit).
+const POINTS_PER_STATEMENT: usize = 256;
 /// Series pruned per transaction.
 const SERIES_PER_PRUNE: i64 = 256;
 
@@ -57,11 +59,7 @@ pub(crate) async fn append(
         .run(move |c| {
             let mut known = known;
             let mut created = Vec::new();
-            let mut insert = stmt(
-                c,
-                "INSERT INTO telemetry (series_id, ts, value) VALUES (?, ?, ?)
-                 ON CONFLICT (series_id, ts) DO UPDATE SET value = excluded.value",
-            )?;
+            let mut rows = Vec::with_capacity(points.len());
             for p in &points {
                 let key = (p.device_id.clone(), p.metric.clone());
                 let id = match known.get(&key) {
@@ -73,8 +71,31 @@ pub(crate) async fn append(
                         id
                     }
                 };
+                rows.push((id, ms(p.ts), p.value));
+            }
+            // Multi-row statements (prepared once per size): one statement per 256 points
+            // costs far less than one per point.
+            for chunk in rows.chunks(POINTS_PER_STATEMENT) {
+                let values = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+                let mut insert = stmt(
+                    c,
+                    &format!(
+                        "INSERT INTO telemetry (series_id, ts, value) VALUES {values}
+                         ON CONFLICT (series_id, ts) DO UPDATE SET value = excluded.value"
+                    ),
+                )?;
+                let params: Vec<&dyn rusqlite::ToSql> = chunk
+                    .iter()
+                    .flat_map(|(id, ts, value)| {
+                        [
+                            id as &dyn rusqlite::ToSql,
+                            ts as &dyn rusqlite::ToSql,
+                            value,
+                        ]
+                    })
+                    .collect();
                 insert
-                    .execute(params![id, ms(p.ts), p.value])
+                    .execute(params.as_slice())
                     .map_err(missing("telemetry for a device that does not exist"))?;
             }
             Ok((created, points.len() as u64))
