@@ -28,8 +28,8 @@ pub struct TelemetryStoreArgs {
     /// Points to store in all.
     #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub points: u64,
-    /// Points per write (the server's telemetry writer hands the store up to 2,048 at once).
-    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// Points per write (the server's telemetry writer hands the store up to 8,192 at once).
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch: u32,
     /// Bucketed queries timed afterwards.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(0..=100_000))]

@@ -10,10 +10,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use unhidra_store::{Store, StoreError, TelemetryPoint};
 
-/// Most points in one write. The store's writer runs one write at a time, and chat messages
-/// queued behind a telemetry write wait for it: 2,048 points keep that wait to a few
-/// milliseconds, and the writer still commits several such writes together under load.
-pub const MAX_BATCH_POINTS: usize = 2048;
+/// Most points in one write. The store's writer runs one write at a time, so chat messages
+/// queued behind a telemetry write wait for it: 8,192 points take 150–250 ms on this
+/// project's test machine (docs/benchmarks.md). Smaller writes cost more per point (2,048:
+/// 32,000 points/s against 52,000), so the way out is telemetry in a database file with a
+/// writer of its own (issue 12), not a smaller batch.
+pub const MAX_BATCH_POINTS: usize = 8192;
 /// Frames waiting for the writer; beyond this, devices are told to slow down.
 const QUEUE: usize = 4096;
 
