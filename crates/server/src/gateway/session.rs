@@ -976,10 +976,33 @@ impl Session {
 
 type Item = (String, Result<Arc<Delivery>, BroadcastStreamRecvError>);
 
+/// The seq of a timeline item; `None` for passing frames and lag errors.
+fn timeline_seq(item: &Item) -> Option<i64> {
+    match &item.1 {
+        Ok(delivery) if delivery.seq > 0 => Some(delivery.seq),
+        _ => None,
+    }
+}
+
+/// Whether every channel's timeline items in the burst already rise (the usual case: then
+/// nothing is allocated to reorder them).
+fn already_in_seq_order(burst: &[Item]) -> bool {
+    burst.iter().enumerate().all(|(at, item)| {
+        let Some(seq) = timeline_seq(item) else {
+            return true;
+        };
+        burst
+            .iter()
+            .take(at)
+            .filter(|earlier| earlier.0 == item.0)
+            .all(|earlier| timeline_seq(earlier).is_none_or(|before| before < seq))
+    })
+}
+
 /// The burst with each channel's timeline items (seq > 0) in seq order, in the places that
 /// channel's timeline items held; passing frames and lag errors stay where they were.
 fn in_seq_order(burst: Vec<Item>) -> Vec<Item> {
-    if burst.len() < 2 {
+    if already_in_seq_order(&burst) {
         return burst;
     }
     let mut sorted: HashMap<String, std::collections::VecDeque<Arc<Delivery>>> = HashMap::new();
@@ -1070,5 +1093,16 @@ mod tests {
             described(&in_seq_order(burst)),
             ["a:2", "b:8", "a:0", "a:3", "b:9", "c:lagged", "a:4"]
         );
+        let ordered = vec![item("a", 2), item("b", 9), item("a", 0), item("a", 3)];
+        assert!(already_in_seq_order(&ordered));
+        assert_eq!(
+            described(&in_seq_order(ordered)),
+            ["a:2", "b:9", "a:0", "a:3"]
+        );
+        assert!(!already_in_seq_order(&[
+            item("a", 3),
+            item("b", 1),
+            item("a", 2)
+        ]));
     }
 }
