@@ -1,5 +1,6 @@
 //! Chaos: the server is SIGKILLed again and again while several clients publish, each
-//! keeping a window of unacknowledged messages, and restarted on the same data dir each time.
+//! keeping as many unacknowledged messages as the server's `welcome` allows
+//! (`publish_window`, 64: the session pipelines them to the store), and restarted on the same data dir each time.
 //! After every restart each client first resends what was in flight when its connection died,
 //! with the same `client_msg_id`, then goes on with new messages. In the end every acked
 //! message is stored exactly once, with the id, seq and time it was acked with; the seqs are
@@ -21,12 +22,22 @@ use crate::helpers::{publish_ids, wait_until, Ack, Server, Tokens, PASSWORD};
 const CLIENTS: usize = 4;
 /// Every writer but the channel's creator joins it: the first seqs are those joins.
 const JOINS: i64 = CLIENTS as i64 - 1;
-/// Publishes each client keeps unacknowledged.
-const WINDOW: usize = 8;
+/// Publishes each client keeps unacknowledged at least: more when the server allows it.
+const MIN_WINDOW: usize = 8;
 /// Kills when `UNHIDRA_CHAOS_KILLS` is not set.
 const DEFAULT_KILLS: usize = 3;
 /// How long a publisher may run before its connection must have ended (it ends at the kill).
 const PUBLISHER_LIMIT: Duration = Duration::from_secs(120);
+
+/// The publishes a connection may keep unanswered, as the server's `welcome` says: the
+/// window these publishers use, so that the kills land while the store holds many of one
+/// connection's publishes at once.
+fn announced_window(welcome: &serde_json::Value) -> usize {
+    let window = welcome["publish_window"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("welcome without publish_window: {welcome}"));
+    usize::try_from(window).unwrap().max(MIN_WINDOW)
+}
 
 fn kills() -> usize {
     match std::env::var("UNHIDRA_CHAOS_KILLS") {
@@ -112,6 +123,7 @@ async fn repeated_sigkills_under_pipelined_publishing_lose_and_duplicate_nothing
         .await;
 
     let mut in_flight_at_kills = 0;
+    let mut window = MIN_WINDOW;
     for round in 0..kills {
         if round > 0 {
             server = Server::start_with_raised_ws_limits(&data, tmp.path()).await;
@@ -119,7 +131,9 @@ async fn repeated_sigkills_under_pipelined_publishing_lose_and_duplicate_nothing
         // Everyone connects before anyone publishes, so the kill hits them all mid-stream.
         let mut sockets = Vec::new();
         for client in &clients {
-            sockets.push(server.ws_connect(&client.tokens.access).await.0);
+            let (ws, welcome) = server.ws_connect(&client.tokens.access).await;
+            window = announced_window(&welcome);
+            sockets.push(ws);
         }
         let acked = Arc::new(AtomicUsize::new(0));
         let publishers: Vec<_> = sockets
@@ -129,7 +143,7 @@ async fn repeated_sigkills_under_pipelined_publishing_lose_and_duplicate_nothing
                 let (channel, label, ids) = (channel.clone(), client.prefix.clone(), client.ids());
                 let acked = Arc::clone(&acked);
                 tokio::spawn(async move {
-                    publish_ids(ws, channel, &label, ids, WINDOW, acked, PUBLISHER_LIMIT).await
+                    publish_ids(ws, channel, &label, ids, window, acked, PUBLISHER_LIMIT).await
                 })
             })
             .collect();
@@ -169,7 +183,7 @@ async fn repeated_sigkills_under_pipelined_publishing_lose_and_duplicate_nothing
             channel.clone(),
             &client.prefix,
             pending.into_iter(),
-            WINDOW,
+            window,
             Arc::new(AtomicUsize::new(0)),
             PUBLISHER_LIMIT,
         )
@@ -210,7 +224,7 @@ async fn repeated_sigkills_under_pipelined_publishing_lose_and_duplicate_nothing
     eprintln!(
         "chaos sigkill: {kills} kills, {total_acked} messages acked and stored exactly once \
          (seqs {}..={} gap-free), {in_flight_at_kills} publishes in flight at the kills, \
-         {resent_last} resent after the last, in {:.1} s",
+         {resent_last} resent after the last, window {window}, in {:.1} s",
         JOINS + 1,
         JOINS + i64::try_from(total_acked).unwrap(),
         started.elapsed().as_secs_f64()
