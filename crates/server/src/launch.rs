@@ -284,9 +284,11 @@ async fn housekeeping(
     let mut upkeep = tokio::time::interval(Duration::from_secs(5));
     let mut prune = tokio::time::interval(Duration::from_secs(600));
     let mut devices = tokio::time::interval(Duration::from_secs(10));
+    let mut holds = tokio::time::interval(Duration::from_millis(25));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
+            _ = holds.tick() => hub.release_overdue(),
             _ = sweep.tick() => {
                 state.limits.evict();
                 hub.sweep();

@@ -134,7 +134,7 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (GATEWAY_MESSAGES, "WebSocket frames by direction (in, out)"),
     (
         GATEWAY_MESSAGE_LATENCY,
-        "From a publish frame read to its ack written",
+        "From a publish frame read to its delivery queued for a subscriber; one sample per burst of deliveries to a connection (its oldest message)",
     ),
     (
         GATEWAY_RATE_LIMIT_HITS,

@@ -5,10 +5,12 @@
 //! - [`session`]: one connection's loop: frames in, acks and deliveries out, pings, limits.
 //! - [`socket`]: the WebSocket's settings, what a read means (close codes for protocol
 //!   violations) and closing; shared with the conformance echo (`examples/ws_echo.rs`).
+//! - [`early`]: deliveries held while an earlier seq of their channel is on its way.
 //! - [`registry`]: every live connection, and closing them from the server side.
 //! - [`hub`]: fan-out of stored messages to subscribed sessions (the seam for NATS).
 //! - [`presence`]: who is online, away or offline.
 
+pub mod early;
 pub mod handshake;
 pub mod hub;
 pub mod presence;

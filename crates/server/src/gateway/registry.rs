@@ -1,14 +1,19 @@
 //! Every live WebSocket connection: who, from where, since when, how busy; and a way to
 //! close any of them from the server side (revocation, logout, administrators).
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use dashmap::DashMap;
+use futures::task::AtomicWaker;
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
 use unhidra_proto::ws::Principal;
+
+/// Control messages a connection may have waiting; one more makes it close and resync.
+const CONTROL_CAPACITY: usize = 16;
 
 /// Why the server closes a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +43,7 @@ pub struct Connection {
     pub connected_at: OffsetDateTime,
     pub frames_in: AtomicU64,
     pub frames_out: AtomicU64,
-    control: mpsc::Sender<Control>,
+    controls: ControlQueue,
     /// Set when a control message could not be queued: the session closes and the client
     /// resyncs, rather than miss a change.
     pub must_resync: std::sync::atomic::AtomicBool,
@@ -57,10 +62,80 @@ impl Connection {
     }
 }
 
+/// A connection's waiting control messages, at most [`CONTROL_CAPACITY`]. Nothing is
+/// allocated until one is sent: most connections never get one, and a tokio mpsc channel
+/// would allocate a block of 32 slots (about 1 KiB) for each of them up front.
+#[derive(Debug, Default)]
+struct ControlQueue {
+    waiting: Mutex<VecDeque<Control>>,
+    /// Whether `waiting` holds anything: the session looks here every turn, not at the lock.
+    queued: AtomicBool,
+    /// The session's task, woken when a message is queued.
+    session: AtomicWaker,
+}
+
+impl ControlQueue {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, VecDeque<Control>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues `control`, or gives it back when the queue is full.
+    fn try_send(&self, control: Control) -> Result<(), Control> {
+        let mut waiting = self.waiting();
+        if waiting.len() >= CONTROL_CAPACITY {
+            return Err(control);
+        }
+        waiting.push_back(control);
+        self.queued.store(true, Ordering::Release);
+        drop(waiting);
+        self.session.wake();
+        Ok(())
+    }
+}
+
+/// The session's end of its connection's control messages.
+#[derive(Debug)]
+pub struct Controls {
+    connection: Arc<Connection>,
+}
+
+impl Controls {
+    /// The next control message, in the order they were sent. Cancel-safe: a message is
+    /// taken only when this returns it.
+    pub async fn recv(&mut self) -> Control {
+        std::future::poll_fn(|cx| {
+            if let Some(control) = self.try_recv() {
+                return Poll::Ready(control);
+            }
+            // Registered before looking again, so a message queued in between is not missed.
+            self.connection.controls.session.register(cx.waker());
+            match self.try_recv() {
+                Some(control) => Poll::Ready(control),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// The next control message if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Control> {
+        let queue = &self.connection.controls;
+        if !queue.queued.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut waiting = queue.waiting();
+        let control = waiting.pop_front();
+        queue.queued.store(!waiting.is_empty(), Ordering::Release);
+        control
+    }
+}
+
 /// What registering a connection gives its session.
 pub struct Registration {
     pub connection: Arc<Connection>,
-    pub controls: mpsc::Receiver<Control>,
+    pub controls: Controls,
 }
 
 #[derive(Default)]
@@ -79,7 +154,6 @@ pub struct NewConnection {
 
 impl Registry {
     pub fn register(&self, new: NewConnection) -> Registration {
-        let (control, controls) = mpsc::channel(16);
         let connection = Arc::new(Connection {
             id: uuid::Uuid::now_v7().to_string(),
             principal: new.principal,
@@ -89,15 +163,17 @@ impl Registry {
             connected_at: new.connected_at,
             frames_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
-            control,
+            controls: ControlQueue::default(),
             must_resync: std::sync::atomic::AtomicBool::new(false),
             closing: std::sync::atomic::AtomicBool::new(false),
         });
         self.connections
             .insert(connection.id.clone(), Arc::clone(&connection));
         Registration {
+            controls: Controls {
+                connection: Arc::clone(&connection),
+            },
             connection,
-            controls,
         }
     }
 
@@ -132,7 +208,7 @@ impl Registry {
                         .closing
                         .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
-                if connection.control.try_send(control.clone()).is_err() {
+                if connection.controls.try_send(control.clone()).is_err() {
                     // Its queue is full (or it is ending): it closes and resyncs instead.
                     connection
                         .must_resync
@@ -207,15 +283,12 @@ mod tests {
             reason: "revoked",
         };
         assert_eq!(registry.close_device("d1", kick.clone()), 1);
-        assert_eq!(
-            dev.controls.recv().await.unwrap(),
-            Control::Close(kick.clone())
-        );
+        assert_eq!(dev.controls.recv().await, Control::Close(kick.clone()));
         assert_eq!(registry.close_session("s2", kick.clone()), 1);
-        assert!(u1b.controls.try_recv().is_ok());
-        assert!(u1.controls.try_recv().is_err());
+        assert!(u1b.controls.try_recv().is_some());
+        assert!(u1.controls.try_recv().is_none());
         assert_eq!(registry.close_user("u1", kick.clone()), 2);
-        assert!(u1.controls.try_recv().is_ok());
+        assert!(u1.controls.try_recv().is_some());
         assert_eq!(registry.unsubscribe_user("u1", "c1"), 2);
         assert_eq!(
             u1.controls.try_recv().unwrap(),

@@ -1,9 +1,11 @@
 //! One WebSocket connection, from welcome to close.
 //!
 //! The loop waits on, in order of priority: shutdown (close 1001), a server-side kick
-//! (revocation, logout: its code), the next client frame, the next delivery from a subscribed
-//! channel, and the ping timer. Outgoing frames are fed to the socket and flushed once per
-//! turn of the loop, so a burst of deliveries costs one write.
+//! (revocation, logout: its code), answers from the store, the next client frame, the next
+//! delivery from a subscribed channel, and the ping timer. Outgoing frames are fed to the
+//! socket and flushed once per turn of the loop, and a turn takes everything of its kind that
+//! is ready (up to a bound): a burst of deliveries, the answers of one commit, or the frames a
+//! client pipelined cost one write.
 //!
 //! Publishes are pipelined: a publish is checked, handed to the store (which takes its
 //! place in line at once) and answered when its commit is done, while the loop goes on
@@ -12,7 +14,8 @@
 //!
 //! Per subscribed channel the session remembers the last seq it sent. Deliveries at or below
 //! it are duplicates and skipped; a delivery past `last + 1` means an earlier one is still on
-//! its way (publishers race to the hub), so the gap is read from the store first. The client
+//! its way (publishers race to the hub): it is held until the gap fills from the hub, and
+//! only a gap still open after a short grace is read from the store ([`super::early`]). The client
 //! therefore sees every message and channel event exactly once, in seq order. Passing frames
 //! (typing, receipts, presence; seq 0) are delivered as they come. A user's session also
 //! listens on the user's own topic, for presence and changes to their channel list.
@@ -20,6 +23,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,8 +37,9 @@ use tokio_stream::StreamMap;
 use unhidra_proto::ws::{close, ClientFrame, Principal, ServerFrame};
 use unhidra_proto::ErrorCode;
 
+use super::early::{self, Early};
 use super::hub::Delivery;
-use super::registry::{Connection, Control, NewConnection};
+use super::registry::{Connection, Control, Controls, NewConnection};
 use super::socket::{self, Inbound, Violation};
 use crate::chat;
 use crate::chat::events::{announce_presence, event_frame, publish_passing, user_topic};
@@ -49,6 +54,9 @@ const REPLAY_PAGE: u32 = 500;
 /// Most publishes of one connection waiting for the store; the session reads no further
 /// frames while this many are unanswered (announced in `welcome`).
 pub const PUBLISH_WINDOW: usize = 64;
+
+/// Most client frames handled in one turn of the loop, between two flushes.
+const INBOUND_BURST: usize = 32;
 
 /// A publish waiting for the store: its reference (`client_msg_id`) and what became of it.
 type Publishing =
@@ -83,13 +91,21 @@ struct Out {
 
 impl Out {
     async fn feed(&mut self, message: Message) -> Result<(), End> {
-        match tokio::time::timeout(self.write_timeout, self.sink.feed(message)).await {
-            Ok(Ok(())) => {
-                self.fed += 1;
-                Ok(())
-            }
-            _ => Err(End::Drop),
+        let mut feeding = self.sink.feed(message);
+        // Usually the write buffer has room and this is done at once; only a full buffer
+        // (a slow reader) needs the timer.
+        let fed = match (&mut feeding).now_or_never() {
+            Some(fed) => fed.is_ok(),
+            None => matches!(
+                tokio::time::timeout(self.write_timeout, feeding).await,
+                Ok(Ok(()))
+            ),
+        };
+        if !fed {
+            return Err(End::Drop);
         }
+        self.fed += 1;
+        Ok(())
     }
 
     async fn frame(&mut self, frame: &ServerFrame) -> Result<(), End> {
@@ -145,6 +161,9 @@ struct Session {
     device: Option<crate::devices::link::DeviceLink>,
     /// Publishes waiting for the store, at most [`PUBLISH_WINDOW`].
     publishing: futures::stream::FuturesUnordered<Publishing>,
+    /// Deliveries that came ahead of a gap, and when the wait for the gap ends.
+    early: Early,
+    gap_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// Runs a connection to its end.
@@ -184,6 +203,8 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
         refused: (Instant::now(), 0),
         device: None,
         publishing: Default::default(),
+        early: Early::default(),
+        gap_deadline: None,
         state: state.clone(),
     };
     let user_id = match &session.principal {
@@ -252,6 +273,14 @@ pub async fn run(socket: WebSocket, state: SharedState, start: SessionStart) {
     tracing::debug!(connection = %connection.id, "websocket closed");
 }
 
+/// Waits for `deadline`; never when there is none.
+async fn expiry(deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match deadline {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Announces the user's presence without holding up the session.
 fn spawn_presence_announcement(state: &SharedState, user_id: &str) {
     let (state, user_id) = (state.clone(), user_id.to_owned());
@@ -259,12 +288,12 @@ fn spawn_presence_announcement(state: &SharedState, user_id: &str) {
 }
 
 impl Session {
-    async fn serve(
-        &mut self,
-        stream: &mut SplitStream<WebSocket>,
-        mut controls: tokio::sync::mpsc::Receiver<Control>,
-    ) -> End {
+    async fn serve(&mut self, stream: &mut SplitStream<WebSocket>, mut controls: Controls) -> End {
         let shutdown = self.state.gateway.shutdown.clone();
+        // Waited on across turns, not made anew in each (which registers and unregisters
+        // with the token's waiter list every turn).
+        let shutting_down = shutdown.cancelled();
+        tokio::pin!(shutting_down);
         let ping_every = Duration::from_millis(self.state.config.gateway.ping_interval_ms);
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
@@ -285,7 +314,7 @@ impl Session {
         }
         if let Principal::Device { id } = &self.principal {
             let id = id.clone();
-            if let Err(end) = self.send_pending_commands(&id).await {
+            if let Err(end) = Box::pin(self.send_pending_commands(&id)).await {
                 return end;
             }
         }
@@ -304,23 +333,28 @@ impl Session {
                     "membership changed; reconnect and resync",
                 );
             }
+            // The handlers of heavier or rarer turns are boxed: a session's future is as large
+            // as its largest await, and every idle connection holds one (5.4 KB when they
+            // were inline; each box is one allocation per turn of that kind).
             let turn = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => Err(End::Close(close::GOING_AWAY, "server shutting down")),
+                () = &mut shutting_down => Err(End::Close(close::GOING_AWAY, "server shutting down")),
                 control = controls.recv() => match control {
-                    Some(Control::Close(kick)) => Err(End::Close(kick.code, kick.reason)),
-                    Some(Control::Unsubscribe { channel }) => self.unsubscribe(channel).await,
-                    None => Err(End::Drop),
+                    Control::Close(kick) => Err(End::Close(kick.code, kick.reason)),
+                    Control::Unsubscribe { channel } => Box::pin(self.unsubscribe(channel)).await,
                 },
                 Some((reference, result)) = self.publishing.next(), if !self.publishing.is_empty() => {
-                    self.answer_publish(reference, result).await
+                    Box::pin(self.answer_ready_publishes(reference, result)).await
                 }
                 frame = stream.next(), if self.publishing.len() < PUBLISH_WINDOW => {
                     unanswered_pings = 0;
-                    self.inbound(frame).await
+                    Box::pin(self.inbound_burst(stream, frame)).await
                 }
                 Some((channel, item)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
                     self.deliver_burst(channel, item).await
+                }
+                () = expiry(&mut self.gap_deadline), if self.gap_deadline.is_some() => {
+                    Box::pin(self.fill_gaps()).await
                 }
                 _ = ping.tick() => {
                     if unanswered_pings >= 2 {
@@ -334,7 +368,7 @@ impl Session {
             };
             if let Err(end) = turn {
                 if matches!(end, End::Close(..)) {
-                    self.answer_pending_publishes().await;
+                    Box::pin(self.answer_pending_publishes()).await;
                 }
                 return end;
             }
@@ -353,6 +387,41 @@ impl Session {
             }
         }
         let _ = self.out.flush().await;
+    }
+
+    /// Answers a publish, then every other whose store write is done by now: the answers of
+    /// one commit go out in one write.
+    async fn answer_ready_publishes(
+        &mut self,
+        reference: String,
+        result: Result<unhidra_store::Appended, chat::ChatError>,
+    ) -> Result<(), End> {
+        self.answer_publish(reference, result).await?;
+        while let Some(Some((reference, result))) = self.publishing.next().now_or_never() {
+            self.answer_publish(reference, result).await?;
+        }
+        Ok(())
+    }
+
+    /// Handles a frame, then those already read behind it (at most [`INBOUND_BURST`], and
+    /// while the publish window has room), so that a client's pipelined frames are answered
+    /// with one write rather than one each.
+    async fn inbound_burst(
+        &mut self,
+        stream: &mut SplitStream<WebSocket>,
+        frame: Option<Result<Message, axum::Error>>,
+    ) -> Result<(), End> {
+        self.inbound(frame).await?;
+        for _ in 1..INBOUND_BURST {
+            if self.publishing.len() >= PUBLISH_WINDOW {
+                break;
+            }
+            match stream.next().now_or_never() {
+                Some(frame) => self.inbound(frame).await?,
+                None => break,
+            }
+        }
+        Ok(())
     }
 
     /// Sends a publish's answer: its `ack`, or why it was refused.
@@ -789,6 +858,7 @@ impl Session {
         self.typing_sent.remove(&channel);
         self.subscriptions.remove(&channel);
         self.last_sent.remove(&channel);
+        self.early.forget(&channel);
         self.out.frame(&ServerFrame::Unsubscribed { channel }).await
     }
 
@@ -896,10 +966,7 @@ impl Session {
     }
 
     /// Delivers `item` and whatever else is ready right now, up to a burst, so that the
-    /// loop's single flush writes them together instead of one write per delivery. Within a
-    /// burst a channel's deliveries go out in seq order: publishes committed together reach
-    /// the hub in whatever order their tasks run, and sorting them here spares a read of the
-    /// store for a gap that the next item in the burst fills.
+    /// loop's single flush writes them together instead of one write per delivery.
     async fn deliver_burst(
         &mut self,
         channel: String,
@@ -913,8 +980,20 @@ impl Session {
                 _ => break,
             }
         }
-        for (channel, item) in in_seq_order(burst) {
+        // One latency sample per burst, its oldest message's: a sample per delivery would
+        // cost as much as the rest of the delivery.
+        let oldest = burst
+            .iter()
+            .filter_map(|(_, item)| item.as_ref().ok())
+            .filter(|delivery| delivery.seq > 0)
+            .map(|delivery| delivery.received_at)
+            .min();
+        for (channel, item) in burst {
             self.deliver(channel, item).await?;
+        }
+        if let Some(received_at) = oldest {
+            metrics::histogram!(crate::metrics::GATEWAY_MESSAGE_LATENCY)
+                .record(received_at.elapsed().as_secs_f64());
         }
         Ok(())
     }
@@ -948,12 +1027,62 @@ impl Session {
             return Ok(());
         }
         if delivery.seq > last + 1 {
-            self.send_stored(&channel, delivery.seq - 1).await?;
+            if !self.early.is_full() {
+                // Most likely the missing seqs are right behind it on the hub.
+                self.early.hold(&channel, delivery);
+                if self.gap_deadline.is_none() {
+                    self.gap_deadline = Some(Box::pin(tokio::time::sleep(early::GAP_GRACE)));
+                }
+                return Ok(());
+            }
+            // Boxed: a rare path whose store read would otherwise size every session.
+            Box::pin(self.send_stored(&channel, delivery.seq - 1)).await?;
         }
+        self.send_timeline(&channel, &delivery).await?;
+        self.send_held(&channel).await
+    }
+
+    /// Sends what was held for `channel` and now follows its last sent seq without a gap;
+    /// drops what was held but is sent already (read from the store meanwhile).
+    async fn send_held(&mut self, channel: &str) -> Result<(), End> {
+        let last = self.last_sent.get(channel).copied().unwrap_or(0);
+        self.early.drop_through(channel, last);
+        let mut next = last + 1;
+        while let Some(held) = self.early.take(channel, next) {
+            self.send_timeline(channel, &held).await?;
+            next += 1;
+        }
+        Ok(())
+    }
+
+    /// Sends a channel's timeline item (the seqs before it are sent).
+    async fn send_timeline(&mut self, channel: &str, delivery: &Delivery) -> Result<(), End> {
         self.out.feed(Message::Text(delivery.frame.clone())).await?;
-        self.last_sent.insert(channel, delivery.seq);
-        metrics::histogram!(crate::metrics::GATEWAY_MESSAGE_LATENCY)
-            .record(delivery.received_at.elapsed().as_secs_f64());
+        match self.last_sent.get_mut(channel) {
+            Some(last) => *last = delivery.seq,
+            None => {
+                self.last_sent.insert(channel.to_owned(), delivery.seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// The grace for held deliveries is over: what is still missing before them is read
+    /// from the store, then they follow.
+    async fn fill_gaps(&mut self) -> Result<(), End> {
+        self.gap_deadline = None;
+        while let Some((channel, lowest)) = self.early.first_gap() {
+            self.send_stored(&channel, lowest - 1).await?;
+            // The store has every seq before `lowest` (it was committed first), so this sends
+            // `lowest` at least, and the loop ends; a further gap among the held ones goes
+            // round again.
+            if let Some(held) = self.early.take(&channel, lowest) {
+                if held.seq > self.last_sent.get(&channel).copied().unwrap_or(0) {
+                    self.send_timeline(&channel, &held).await?;
+                }
+            }
+            self.send_held(&channel).await?;
+        }
         Ok(())
     }
 
@@ -974,66 +1103,6 @@ impl Session {
     }
 }
 
-type Item = (String, Result<Arc<Delivery>, BroadcastStreamRecvError>);
-
-/// The seq of a timeline item; `None` for passing frames and lag errors.
-fn timeline_seq(item: &Item) -> Option<i64> {
-    match &item.1 {
-        Ok(delivery) if delivery.seq > 0 => Some(delivery.seq),
-        _ => None,
-    }
-}
-
-/// Whether every channel's timeline items in the burst already rise (the usual case: then
-/// nothing is allocated to reorder them).
-fn already_in_seq_order(burst: &[Item]) -> bool {
-    burst.iter().enumerate().all(|(at, item)| {
-        let Some(seq) = timeline_seq(item) else {
-            return true;
-        };
-        burst
-            .iter()
-            .take(at)
-            .filter(|earlier| earlier.0 == item.0)
-            .all(|earlier| timeline_seq(earlier).is_none_or(|before| before < seq))
-    })
-}
-
-/// The burst with each channel's timeline items (seq > 0) in seq order, in the places that
-/// channel's timeline items held; passing frames and lag errors stay where they were.
-fn in_seq_order(burst: Vec<Item>) -> Vec<Item> {
-    if already_in_seq_order(&burst) {
-        return burst;
-    }
-    let mut sorted: HashMap<String, std::collections::VecDeque<Arc<Delivery>>> = HashMap::new();
-    for (channel, item) in &burst {
-        if let Ok(delivery) = item {
-            if delivery.seq > 0 {
-                sorted
-                    .entry(channel.clone())
-                    .or_default()
-                    .push_back(Arc::clone(delivery));
-            }
-        }
-    }
-    for queue in sorted.values_mut() {
-        queue.make_contiguous().sort_by_key(|d| d.seq);
-    }
-    burst
-        .into_iter()
-        .map(|(channel, item)| match item {
-            Ok(delivery) if delivery.seq > 0 => {
-                let next = sorted
-                    .get_mut(&channel)
-                    .and_then(std::collections::VecDeque::pop_front)
-                    .unwrap_or(delivery);
-                (channel, Ok(next))
-            }
-            other => (channel, other),
-        })
-        .collect()
-}
-
 impl Session {
     /// A read that broke the protocol ends the connection with its close code (1002, 1009,
     /// 1007); a text frame that is not UTF-8 also gets an `error` frame first, so the client
@@ -1049,60 +1118,5 @@ impl Session {
                 .await?;
         }
         Err(End::Close(violation.code, violation.reason))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    fn item(channel: &str, seq: i64) -> Item {
-        let delivery = Delivery {
-            channel: channel.to_owned(),
-            seq,
-            frame: Utf8Bytes::from(format!("{channel}{seq}")),
-            received_at: Instant::now(),
-        };
-        (channel.to_owned(), Ok(Arc::new(delivery)))
-    }
-
-    fn described(items: &[Item]) -> Vec<String> {
-        items
-            .iter()
-            .map(|(channel, item)| match item {
-                Ok(d) => format!("{channel}:{}", d.seq),
-                Err(_) => format!("{channel}:lagged"),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_burst_goes_out_in_seq_order_per_channel_with_passing_frames_in_place() {
-        let burst = vec![
-            item("a", 3),
-            item("b", 9),
-            item("a", 0),
-            item("a", 2),
-            item("b", 8),
-            ("c".to_owned(), Err(BroadcastStreamRecvError::Lagged(5))),
-            item("a", 4),
-        ];
-        assert_eq!(
-            described(&in_seq_order(burst)),
-            ["a:2", "b:8", "a:0", "a:3", "b:9", "c:lagged", "a:4"]
-        );
-        let ordered = vec![item("a", 2), item("b", 9), item("a", 0), item("a", 3)];
-        assert!(already_in_seq_order(&ordered));
-        assert_eq!(
-            described(&in_seq_order(ordered)),
-            ["a:2", "b:9", "a:0", "a:3"]
-        );
-        assert!(!already_in_seq_order(&[
-            item("a", 3),
-            item("b", 1),
-            item("a", 2)
-        ]));
     }
 }

@@ -21,8 +21,11 @@ use futures::{Sink, SinkExt, Stream, StreamExt};
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use unhidra_proto::ws::{close as code, PROTOCOL};
 
-/// Bytes read from the socket at a time; small, since most sockets are idle.
-const READ_BUFFER: usize = 4 * 1024;
+/// Bytes read from the socket at a time, and the read buffer every connection holds while
+/// idle (tungstenite allocates it up front): small, since most sockets are idle and most
+/// frames are a few hundred bytes. A larger frame grows the buffer to its length while it
+/// is read, at this many bytes per read.
+const READ_BUFFER: usize = 512;
 /// Frames are queued up to this many bytes before they are written.
 const WRITE_BUFFER: usize = 64 * 1024;
 /// A socket's unwritten bytes are capped here, so a slow reader costs bounded memory...

@@ -32,7 +32,7 @@ use unhidra_proto::mqtt::{
 use unhidra_proto::ws::{Principal, ServerFrame};
 
 use crate::devices::link::DeviceLink;
-use crate::gateway::registry::{Control, NewConnection};
+use crate::gateway::registry::{Control, Controls, NewConnection};
 use crate::state::SharedState;
 
 /// A bridged device that sends nothing for this long is taken as offline.
@@ -333,11 +333,7 @@ impl Bridge {
 
 /// While a bridged device is connected: publishes its commands (pending first), and ends
 /// its connection when the server kicks it (revocation).
-async fn forward_commands(
-    bridge: Arc<Bridge>,
-    device: Arc<Bridged>,
-    mut controls: tokio::sync::mpsc::Receiver<Control>,
-) {
+async fn forward_commands(bridge: Arc<Bridge>, device: Arc<Bridged>, mut controls: Controls) {
     let device_id = device.link.device_id().to_owned();
     let hub_topic = crate::devices::commands::device_topic(&device_id);
     let mut live = BroadcastStream::new(bridge.state.gateway.hub.subscribe(&hub_topic));
@@ -373,13 +369,12 @@ async fn forward_commands(
         tokio::select! {
             () = device.stop.cancelled() => return,
             control = controls.recv() => match control {
-                Some(Control::Close(kick)) => {
+                Control::Close(kick) => {
                     tracing::info!(device = %device_id, reason = kick.reason, "MQTT bridge: device disconnected by the server");
                     bridge.remove(&device_id).await;
                     return;
                 }
-                Some(Control::Unsubscribe { .. }) => {}
-                None => return,
+                Control::Unsubscribe { .. } => {}
             },
             item = live.next() => match item {
                 Some(Ok(delivery)) if delivery.seq > last_seq => {

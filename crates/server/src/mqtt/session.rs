@@ -40,7 +40,7 @@ use super::packets::{
 use crate::devices::link::{DeviceLink, Refusal};
 use crate::devices::DeviceAuthError;
 use crate::gateway::hub::Delivery;
-use crate::gateway::registry::{Control, Kick, NewConnection};
+use crate::gateway::registry::{Control, Controls, Kick, NewConnection};
 use crate::rate_limit::Limit;
 use crate::state::SharedState;
 
@@ -290,34 +290,34 @@ impl<IO> Session<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    async fn run(
-        &mut self,
-        mut controls: tokio::sync::mpsc::Receiver<Control>,
-        keep_alive: u16,
-    ) -> End {
+    async fn run(&mut self, mut controls: Controls, keep_alive: u16) -> End {
         let shutdown = self.state.gateway.shutdown.clone();
+        // Waited on across turns, not registered anew with the token in each.
+        let shutting_down = shutdown.cancelled();
+        tokio::pin!(shutting_down);
         // MQTT: a client silent for one and a half keep-alive periods is gone.
         let idle_limit = Duration::from_millis(u64::from(keep_alive) * 1500);
         let mut deadline = Instant::now() + idle_limit;
         loop {
             let turn = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => Err(End::Close(CloseReason::ShuttingDown, None)),
+                () = &mut shutting_down => Err(End::Close(CloseReason::ShuttingDown, None)),
                 control = controls.recv() => match control {
-                    Some(Control::Close(kick)) => Err(kick_end(&kick)),
+                    Control::Close(kick) => Err(kick_end(&kick)),
                     // Devices have no channel subscriptions.
-                    Some(Control::Unsubscribe { .. }) => Ok(()),
-                    None => Err(End::Drop),
+                    Control::Unsubscribe { .. } => Ok(()),
                 },
                 packet = self.framed.next() => {
                     deadline = Instant::now() + idle_limit;
                     match packet {
-                        Some(Ok(packet)) => self.inbound(packet).await,
+                        // Boxed, as are commands: the session's future, which every idle
+                        // connection holds, would otherwise be as large as theirs.
+                        Some(Ok(packet)) => Box::pin(self.inbound(packet)).await,
                         Some(Err(err)) => Err(codec_end(&err)),
                         None => Err(End::Drop),
                     }
                 }
-                Some(item) = next_command(&mut self.commands) => self.command(item).await,
+                Some(item) = next_command(&mut self.commands) => Box::pin(self.command(item)).await,
                 () = tokio::time::sleep_until(deadline) => {
                     Err(End::Close(CloseReason::KeepAliveTimeout, None))
                 }
