@@ -59,8 +59,40 @@ pub const PUBLISH_WINDOW: usize = 64;
 const INBOUND_BURST: usize = 32;
 
 /// A publish waiting for the store: its reference (`client_msg_id`) and what became of it.
-type Publishing =
-    futures::future::BoxFuture<'static, (String, Result<unhidra_store::Appended, chat::ChatError>)>;
+/// The outcome is boxed: it is large, and the loop's future keeps room for whatever a turn
+/// may yield.
+type Publishing = futures::future::BoxFuture<'static, (String, Box<Published>)>;
+
+type Published = Result<unhidra_store::Appended, chat::ChatError>;
+
+/// A connection's publishes waiting for the store. The set is made at the first publish:
+/// even empty it costs two allocations, and most connections never publish.
+#[derive(Default)]
+struct Waiting(Option<futures::stream::FuturesUnordered<Publishing>>);
+
+impl Waiting {
+    fn len(&self) -> usize {
+        self.0
+            .as_ref()
+            .map_or(0, futures::stream::FuturesUnordered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, publishing: Publishing) {
+        self.0.get_or_insert_with(Default::default).push(publishing);
+    }
+
+    /// The next publish answered by the store; `None` when none is waiting.
+    async fn next(&mut self) -> Option<(String, Box<Published>)> {
+        match &mut self.0 {
+            Some(waiting) => waiting.next().await,
+            None => None,
+        }
+    }
+}
 
 /// Who connected, as the handshake established it.
 pub struct SessionStart {
@@ -160,7 +192,7 @@ struct Session {
     /// For devices: the device's link (online while it is held).
     device: Option<crate::devices::link::DeviceLink>,
     /// Publishes waiting for the store, at most [`PUBLISH_WINDOW`].
-    publishing: futures::stream::FuturesUnordered<Publishing>,
+    publishing: Waiting,
     /// Deliveries that came ahead of a gap, and when the wait for the gap ends.
     early: Early,
     gap_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -303,13 +335,17 @@ impl Session {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut unanswered_pings = 0u32;
 
-        let welcome = ServerFrame::Welcome {
-            connection_id: self.out.connection.id.clone(),
-            principal: self.principal.clone(),
-            max_message_bytes: self.state.config.gateway.max_message_bytes,
-            publish_window: PUBLISH_WINDOW as u32,
+        // In a block of its own, so the frame is not kept in the session's future for life.
+        let welcomed = {
+            let welcome = ServerFrame::Welcome {
+                connection_id: self.out.connection.id.clone(),
+                principal: self.principal.clone(),
+                max_message_bytes: self.state.config.gateway.max_message_bytes,
+                publish_window: PUBLISH_WINDOW as u32,
+            };
+            self.out.frame(&welcome).await
         };
-        if let Err(end) = self.out.frame(&welcome).await {
+        if let Err(end) = welcomed {
             return end;
         }
         if let Principal::Device { id } = &self.principal {
@@ -382,7 +418,7 @@ impl Session {
         while let Ok(Some((reference, result))) =
             tokio::time::timeout_at(deadline, self.publishing.next()).await
         {
-            if self.answer_publish(reference, result).await.is_err() {
+            if self.answer_publish(reference, *result).await.is_err() {
                 return;
             }
         }
@@ -394,11 +430,11 @@ impl Session {
     async fn answer_ready_publishes(
         &mut self,
         reference: String,
-        result: Result<unhidra_store::Appended, chat::ChatError>,
+        result: Box<Published>,
     ) -> Result<(), End> {
-        self.answer_publish(reference, result).await?;
+        self.answer_publish(reference, *result).await?;
         while let Some(Some((reference, result))) = self.publishing.next().now_or_never() {
-            self.answer_publish(reference, result).await?;
+            self.answer_publish(reference, *result).await?;
         }
         Ok(())
     }
@@ -425,11 +461,7 @@ impl Session {
     }
 
     /// Sends a publish's answer: its `ack`, or why it was refused.
-    async fn answer_publish(
-        &mut self,
-        reference: String,
-        result: Result<unhidra_store::Appended, chat::ChatError>,
-    ) -> Result<(), End> {
+    async fn answer_publish(&mut self, reference: String, result: Published) -> Result<(), End> {
         match result {
             Ok(appended) => {
                 self.out
@@ -575,7 +607,7 @@ impl Session {
                                             ),
                                         ))
                                     });
-                                    (reference, result)
+                                    (reference, Box::new(result))
                                 }));
                                 Ok(())
                             }
