@@ -16,6 +16,7 @@
 //! seq until the earlier one comes (at most [`HOLD_LIMIT`]), once for all subscribers.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,9 @@ const MAX_HELD: usize = 4096;
 pub struct LocalHub {
     capacity: usize,
     channels: Mutex<HashMap<String, Topic>>,
+    /// Topics holding something (changed under the `channels` lock): `release_overdue`,
+    /// which runs every few milliseconds, looks at every topic only when one is.
+    holding: AtomicUsize,
 }
 
 /// A topic's ring, and for a channel, its timeline order.
@@ -106,6 +110,10 @@ impl Topic {
         }
     }
 
+    fn is_holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     /// Sends what was held and now follows without a gap.
     fn send_following(&mut self, now: Instant) -> bool {
         let mut listened = true;
@@ -135,6 +143,7 @@ impl LocalHub {
         Self {
             capacity: capacity.max(1),
             channels: Mutex::new(HashMap::new()),
+            holding: AtomicUsize::new(0),
         }
     }
 
@@ -146,16 +155,37 @@ impl LocalHub {
 
     /// Forgets channels nobody listens to any more.
     pub fn sweep(&self) {
-        self.channels()
-            .retain(|_, topic| topic.tx.receiver_count() > 0);
+        self.channels().retain(|_, topic| {
+            let keep = topic.tx.receiver_count() > 0;
+            if !keep {
+                self.note_hold(topic.is_holding(), false);
+            }
+            keep
+        });
+    }
+
+    /// Counts a topic's change from holding something (`was`) to holding something (`is`).
+    fn note_hold(&self, was: bool, is: bool) {
+        match (was, is) {
+            (false, true) => self.holding.fetch_add(1, Ordering::Relaxed),
+            (true, false) => self.holding.fetch_sub(1, Ordering::Relaxed),
+            _ => 0,
+        };
     }
 
     /// Releases what channels have held for longer than [`HOLD_LIMIT`] (run every few
     /// milliseconds: the hold also ends with the next publish on its channel).
     pub fn release_overdue(&self) {
+        if self.holding.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let now = Instant::now();
         self.channels().retain(|_, topic| match topic.held_since {
-            Some(since) if now.duration_since(since) >= HOLD_LIMIT => topic.release(now),
+            Some(since) if now.duration_since(since) >= HOLD_LIMIT => {
+                let listened = topic.release(now);
+                self.note_hold(true, listened && topic.is_holding());
+                listened
+            }
             _ => true,
         });
     }
@@ -200,7 +230,10 @@ impl Hub for LocalHub {
         let Some(topic) = channels.get_mut(delivery.channel.as_str()) else {
             return;
         };
-        if !topic.publish(Arc::clone(&delivery), now) {
+        let was = topic.is_holding();
+        let listened = topic.publish(Arc::clone(&delivery), now);
+        self.note_hold(was, listened && topic.is_holding());
+        if !listened {
             // No receiver is left: the ring is garbage.
             channels.remove(delivery.channel.as_str());
         }
@@ -320,6 +353,7 @@ mod tests {
         assert_eq!(seqs_now(&mut rx), vec![6]);
         hub.publish(delivery("a", 7));
         assert_eq!(seqs_now(&mut rx), vec![7]);
+        assert_eq!(hub.holding.load(Ordering::Relaxed), 0, "nothing is held");
     }
 
     #[test]

@@ -1077,6 +1077,10 @@ impl Session {
     /// Sends what was held for `channel` and now follows its last sent seq without a gap;
     /// drops what was held but is sent already (read from the store meanwhile).
     async fn send_held(&mut self, channel: &str) -> Result<(), End> {
+        if self.early.is_empty() {
+            // The usual case, on every delivery.
+            return Ok(());
+        }
         let last = self.last_sent.get(channel).copied().unwrap_or(0);
         self.early.drop_through(channel, last);
         let mut next = last + 1;
