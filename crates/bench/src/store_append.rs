@@ -14,12 +14,15 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use serde::Serialize;
 use time::OffsetDateTime;
 use unhidra_server::paths;
 use unhidra_store::{NewChannel, NewMessage, NewUser, Store};
 use unhidra_store_sqlite::SqliteStore;
 
+use crate::chat_corpus::Vocabulary;
 use crate::stats::{per_second, LatencySummary};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -36,13 +39,21 @@ pub struct StoreAppendArgs {
     /// Message body size in bytes.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=32_768))]
     pub body_bytes: u32,
+    /// Bodies of words (20,000 of them, Zipf-distributed, as `chat-corpus` writes) instead
+    /// of one repeated letter, so that the search index does a real message's work.
+    #[arg(long)]
+    pub prose: bool,
 }
+
+/// Distinct bodies the callers take turns with under `--prose`.
+const PROSE_BODIES: usize = 4096;
 
 #[derive(Debug, Serialize)]
 pub struct StoreAppendReport {
     pub callers: u32,
     pub window: u32,
     pub body_bytes: u32,
+    pub prose: bool,
     pub messages: u64,
     pub wall_secs: f64,
     pub messages_per_sec: f64,
@@ -89,14 +100,14 @@ pub async fn run(args: StoreAppendArgs) -> anyhow::Result<StoreAppendReport> {
         channels.push((user, channel.id));
     }
 
-    let body = "x".repeat(args.body_bytes as usize);
+    let bodies = bodies(&args);
     let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
     let process_before = crate::cpu::process_cpu();
     let writer_before = crate::cpu::thread_cpu(unhidra_store_sqlite::WRITER_THREAD);
     let started = Instant::now();
-    let callers = channels
-        .iter()
-        .map(|(user, channel)| caller(&store, user, channel, &body, args.window, deadline));
+    let callers = channels.iter().enumerate().map(|(c, (user, channel))| {
+        caller(&store, user, channel, &bodies, c, args.window, deadline)
+    });
     let results = futures::future::join_all(callers).await;
     let wall = started.elapsed();
     let process_cpu = crate::cpu::process_cpu()
@@ -144,6 +155,7 @@ pub async fn run(args: StoreAppendArgs) -> anyhow::Result<StoreAppendReport> {
         callers: args.callers,
         window: args.window,
         body_bytes: args.body_bytes,
+        prose: args.prose,
         messages,
         wall_secs: wall.as_secs_f64(),
         messages_per_sec: per_second(messages, wall),
@@ -157,13 +169,42 @@ pub async fn run(args: StoreAppendArgs) -> anyhow::Result<StoreAppendReport> {
     })
 }
 
-/// Posts to `channel` with `window` posts waiting until `deadline`; returns each acked
-/// post's client id, seq and latency, in the order posted.
+/// The bodies to post: one of `x`s, or under `--prose` [`PROSE_BODIES`] of words, each
+/// `--body-bytes` long (cut at a character boundary).
+fn bodies(args: &StoreAppendArgs) -> Vec<String> {
+    let bytes = args.body_bytes as usize;
+    if !args.prose {
+        return vec!["x".repeat(bytes)];
+    }
+    let vocabulary = Vocabulary::new(20_000, 1.0, 7);
+    let mut rng = StdRng::seed_from_u64(7);
+    (0..PROSE_BODIES)
+        .map(|_| {
+            let mut body = String::with_capacity(bytes + 16);
+            while body.len() < bytes {
+                if !body.is_empty() {
+                    body.push(' ');
+                }
+                body.push_str(vocabulary.sample(&mut rng));
+            }
+            let mut end = bytes;
+            while !body.is_char_boundary(end) {
+                end -= 1;
+            }
+            body.truncate(end);
+            body
+        })
+        .collect()
+}
+
+/// Posts to `channel` with `window` posts waiting until `deadline`, taking bodies in turn
+/// from `start`; returns each acked post's client id, seq and latency, in the order posted.
 async fn caller(
     store: &SqliteStore,
     user: &str,
     channel: &str,
-    body: &str,
+    bodies: &[String],
+    start: usize,
     window: u32,
     deadline: Instant,
 ) -> anyhow::Result<Vec<(String, i64, Duration)>> {
@@ -179,7 +220,10 @@ async fn caller(
                 channel_id: channel.to_owned(),
                 sender_id: user.to_owned(),
                 client_msg_id: client_msg_id.clone(),
-                body: body.to_owned(),
+                body: bodies
+                    .get((start + next as usize) % bodies.len().max(1))
+                    .cloned()
+                    .unwrap_or_default(),
                 created_at: OffsetDateTime::now_utc(),
                 thread_root_id: None,
                 mentions: Vec::new(),
@@ -216,8 +260,11 @@ impl fmt::Display for StoreAppendReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "store-append: {} callers × {} waiting, {}-byte bodies, each to its own channel",
-            self.callers, self.window, self.body_bytes
+            "store-append: {} callers × {} waiting, {}-byte bodies of {}, each to its own channel",
+            self.callers,
+            self.window,
+            self.body_bytes,
+            if self.prose { "words" } else { "one letter" }
         )?;
         writeln!(
             f,

@@ -26,10 +26,11 @@ use unhidra_store::{
     NOT_A_MEMBER,
 };
 
-use writer::{conflict, failed, missing, stmt, violation, Violation, Writer};
+use writer::{conflict, failed, missing, stmt, violation, Tx, Violation, Writer};
 
 mod commands;
 mod moderation;
+mod search;
 mod telemetry;
 mod timeline;
 mod writer;
@@ -1478,7 +1479,7 @@ fn may_post(c: &Connection, channel_id: &str, sender_id: &str) -> Result<()> {
 }
 
 /// Stores one message inside the writer's transaction (see [`Store::append_message`]).
-fn append(c: &Connection, message: NewMessage) -> Result<Appended> {
+fn append(c: &Tx<'_>, message: NewMessage) -> Result<Appended> {
     let existing: Option<MessageRow> = stmt(
         c,
         &format!(
@@ -1520,13 +1521,9 @@ fn append(c: &Connection, message: NewMessage) -> Result<Appended> {
         .map_err(failed)?;
     }
     let seq = timeline::next_seq(c, &message.channel_id)?;
-    stmt(
-        c,
-        "INSERT INTO messages_fts (body, channel_id, message_id) VALUES (?, ?, ?)",
-    )?
-    .execute(params![message.body, message.channel_id, message.id])
-    .map_err(failed)?;
-    let search_rowid = c.last_insert_rowid();
+    let search_rowid = c
+        .search()
+        .insert(c, &message.body, &message.channel_id, &message.id)?;
     stmt(
         c,
         "INSERT INTO messages (id, channel_id, seq, sender_id, client_msg_id, body, created_at,
@@ -1595,6 +1592,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+    use crate::writer::BATCH_BUDGET;
 
     fn user(name: &str) -> NewUser {
         NewUser {
@@ -1606,6 +1604,135 @@ mod tests {
         }
     }
 
+    /// A fresh store in a temporary directory (kept while the first value lives), with
+    /// alice and a channel she created.
+    async fn alice_and_channel(
+        name: &str,
+    ) -> (tempfile::TempDir, SqliteStore, crate::User, crate::Channel) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join(format!("{name}.db")))
+            .await
+            .unwrap();
+        let alice = store.create_user(user("alice")).await.unwrap();
+        let channel = store
+            .create_channel(NewChannel {
+                id: format!("channel-{name}"),
+                name: name.to_owned(),
+                private: true,
+                created_by: alice.id.clone(),
+                created_at: OffsetDateTime::now_utc(),
+            })
+            .await
+            .unwrap();
+        (dir, store, alice, channel)
+    }
+
+    fn message(channel_id: &str, sender_id: &str, n: u32, body: &str) -> NewMessage {
+        NewMessage {
+            id: format!("message-{n}"),
+            channel_id: channel_id.to_owned(),
+            sender_id: sender_id.to_owned(),
+            client_msg_id: format!("m{n}"),
+            body: body.to_owned(),
+            created_at: OffsetDateTime::now_utc(),
+            thread_root_id: None,
+            mentions: Vec::new(),
+            attachments: Vec::new(),
+            flag_reasons: Vec::new(),
+        }
+    }
+
+    /// The search index's changes wait for the end of their batch (`search.rs`); within one
+    /// batch they still apply in the order of their writes, and a refused write's entry goes
+    /// with it. The writes are queued while a slow write holds the writer, so that they are
+    /// one batch: an append, an edit of it, an append refused after its entry was recorded
+    /// (its file does not exist), an append and its deletion.
+    #[tokio::test]
+    async fn search_changes_of_one_batch_apply_in_order_and_a_refused_write_leaves_none() {
+        let (_dir, store, alice, channel) = alice_and_channel("search").await;
+        store
+            .append_message(message(&channel.id, &alice.id, 0, "committed earlier"))
+            .await
+            .unwrap();
+        let at = OffsetDateTime::now_utc();
+        let by = Actor {
+            user_id: alice.id.clone(),
+            at,
+        };
+        let refused = NewMessage {
+            attachments: vec!["no-such-file".to_owned()],
+            ..message(&channel.id, &alice.id, 2, "charlie")
+        };
+        let (slow, first, edited, refused, fourth, deleted) = tokio::join!(
+            store.writer.run(|_| {
+                // Longer than a batch's budget: what queues meanwhile is the next batch.
+                std::thread::sleep(BATCH_BUDGET * 5);
+                Ok(())
+            }),
+            store.append_message(message(&channel.id, &alice.id, 1, "alpha")),
+            store.edit_message(MessageEdit {
+                channel_id: channel.id.clone(),
+                message_id: "message-1".to_owned(),
+                author_id: alice.id.clone(),
+                body: "bravo".to_owned(),
+                mentions: Vec::new(),
+                at,
+            }),
+            store.append_message(refused),
+            store.append_message(message(&channel.id, &alice.id, 3, "delta")),
+            store.delete_message(&channel.id, "message-3", &by),
+        );
+        slow.unwrap();
+        first.unwrap();
+        assert!(edited.unwrap().is_some());
+        assert!(refused.is_err(), "{refused:?}");
+        fourth.unwrap();
+        assert!(deleted.unwrap().is_some());
+
+        let search = |text: &str| {
+            store.search_messages(SearchQuery {
+                user_id: alice.id.clone(),
+                text: text.to_owned(),
+                channel_id: None,
+                sender_id: None,
+                limit: 10,
+            })
+        };
+        let ids = |found: Vec<Message>| found.into_iter().map(|m| m.id).collect::<Vec<_>>();
+        assert_eq!(ids(search("committed").await.unwrap()), ["message-0"]);
+        assert_eq!(ids(search("bravo").await.unwrap()), ["message-1"]);
+        for gone in ["alpha", "charlie", "delta"] {
+            assert!(search(gone).await.unwrap().is_empty(), "{gone} still found");
+        }
+        let entries: Vec<(i64, String)> = store
+            .writer
+            .run(|c| {
+                let mut rows = c
+                    .prepare(
+                        "SELECT m.search_rowid, f.message_id FROM messages_fts f
+                              LEFT JOIN messages m ON m.search_rowid = f.rowid ORDER BY f.rowid",
+                    )
+                    .map_err(failed)?;
+                let rows = rows
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .map_err(failed)?;
+                rows.collect::<rusqlite::Result<_>>().map_err(failed)
+            })
+            .await
+            .unwrap();
+        let entries: Vec<(i64, &str)> = entries.iter().map(|(r, id)| (*r, id.as_str())).collect();
+        // One entry per live message, each where its message says; the refused message's
+        // rowid (3) stays unused.
+        assert_eq!(entries, [(1, "message-0"), (2, "message-1")]);
+        // The next batch's entries take rowids above this batch's.
+        store
+            .append_message(message(&channel.id, &alice.id, 4, "echo"))
+            .await
+            .unwrap();
+        assert_eq!(ids(search("echo").await.unwrap()), ["message-4"]);
+        assert_eq!(ids(search("bravo").await.unwrap()), ["message-1"]);
+    }
+
     /// A database at its `max_page_count` fails with `SQLITE_FULL`, as on a full disk: the
     /// writes are refused as [`Outage::Full`] (not an opaque backend error), never
     /// acknowledged, and once there is room again the next writes really commit (readers
@@ -1614,21 +1741,7 @@ mod tests {
     /// full tmpfs, crates/unhidra/tests/cli/chaos_disk.rs, which needs root.
     #[tokio::test]
     async fn a_full_database_refuses_writes_as_full_and_commits_again_when_there_is_room() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("full.db"))
-            .await
-            .unwrap();
-        let alice = store.create_user(user("alice")).await.unwrap();
-        let channel = store
-            .create_channel(NewChannel {
-                id: "channel-full".to_owned(),
-                name: "full".to_owned(),
-                private: true,
-                created_by: alice.id.clone(),
-                created_at: OffsetDateTime::now_utc(),
-            })
-            .await
-            .unwrap();
+        let (_dir, store, alice, channel) = alice_and_channel("full").await;
         store
             .writer
             .run(|c| {

@@ -10,7 +10,7 @@ use unhidra_store::{
     Store, StoreError, StoredFile,
 };
 
-use crate::writer::{failed, stmt};
+use crate::writer::{failed, stmt, Tx};
 use crate::{
     db, file_from_row, from_ms, message_from_row, ms, FileRow, MessageRow, SqliteStore,
     FILE_COLUMNS, MESSAGE_COLUMNS,
@@ -178,7 +178,7 @@ fn live_message(
 }
 
 /// See [`Store::edit_message`]; returns the event's seq.
-pub(crate) fn edit(c: &Connection, edit: &MessageEdit) -> Result<Option<i64>> {
+pub(crate) fn edit(c: &Tx<'_>, edit: &MessageEdit) -> Result<Option<i64>> {
     let Some((message_seq, rowid, old_body)) =
         live_message(c, &edit.channel_id, &edit.message_id, Some(&edit.author_id))?
     else {
@@ -204,9 +204,7 @@ pub(crate) fn edit(c: &Connection, edit: &MessageEdit) -> Result<Option<i64>> {
     ])
     .map_err(failed)?;
     if let Some(rowid) = rowid {
-        stmt(c, "UPDATE messages_fts SET body = ? WHERE rowid = ?")?
-            .execute(params![edit.body, rowid])
-            .map_err(failed)?;
+        c.search().update(rowid, &edit.body);
     }
     insert_mentions(c, &edit.channel_id, message_seq, &edit.mentions)?;
     let by = Actor {
@@ -226,7 +224,7 @@ pub(crate) fn edit(c: &Connection, edit: &MessageEdit) -> Result<Option<i64>> {
 
 /// See [`Store::delete_message`].
 pub(crate) fn delete(
-    c: &Connection,
+    c: &Tx<'_>,
     channel_id: &str,
     message_id: &str,
     by: &Actor,
@@ -252,9 +250,7 @@ pub(crate) fn delete(
         .execute(params![channel_id, message_seq])
         .map_err(failed)?;
     if let Some(rowid) = rowid {
-        stmt(c, "DELETE FROM messages_fts WHERE rowid = ?")?
-            .execute([rowid])
-            .map_err(failed)?;
+        c.search().delete(rowid);
     }
     record(
         c,

@@ -7,15 +7,22 @@
 //! per batch, and statements prepared once per connection (`prepare_cached`): under load a
 //! message costs its statements and a share of a commit, not a thread wake-up per statement.
 //!
+//! Writes to the search index are the exception: a write records them ([`Tx::search`]) and
+//! the batch applies them after its last write, before the commit (see [`search`] for why).
+//!
 //! A batch stops growing at [`MAX_BATCH`] writes or after [`BATCH_BUDGET`] of work, so that a
 //! large write (a telemetry batch) holds the writes queued behind it for a bounded time.
 
+use std::cell::RefCell;
+use std::ops::Deref;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 use unhidra_store::{Outage, Result, StoreError};
+
+use crate::search;
 
 /// Most writes committed in one transaction.
 pub(crate) const MAX_BATCH: usize = 256;
@@ -38,9 +45,32 @@ enum Outcome {
 
 /// Answers the caller once the batch's fate is known: `Err` when it was not committed.
 type Answer = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
-/// A write: given the connection, runs and says how it ended; given none (its transaction
+/// A write: given the transaction, runs and says how it ended; given none (its transaction
 /// could not be opened), does not run and answers with the failure.
-type Job = Box<dyn FnOnce(Option<&Connection>) -> (Outcome, Answer) + Send>;
+type Job = Box<dyn FnOnce(Option<&Tx<'_>>) -> (Outcome, Answer) + Send>;
+
+/// What a write sees of the batch's transaction: the connection (through `Deref`), and the
+/// search index's changes, which are applied after the batch's last write (see
+/// [`search`]).
+pub(crate) struct Tx<'c> {
+    conn: &'c Connection,
+    search: &'c RefCell<search::Pending>,
+}
+
+impl Tx<'_> {
+    /// The search index changes of this batch, to record a write's own.
+    pub(crate) fn search(&self) -> std::cell::RefMut<'_, search::Pending> {
+        self.search.borrow_mut()
+    }
+}
+
+impl Deref for Tx<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
 
 enum Message {
     Write(Job),
@@ -70,10 +100,11 @@ impl Writer {
     pub(crate) fn start(path: &Path) -> Result<Self> {
         let conn = open(path)?;
         let (queue, messages) = mpsc::unbounded_channel();
+        let answerer = Answerer::spawn();
         let path = path.to_owned();
         std::thread::Builder::new()
             .name(THREAD_NAME.to_owned())
-            .spawn(move || run_loop(conn, &path, messages))
+            .spawn(move || run_loop(conn, &path, messages, &answerer))
             .map_err(StoreError::io)?;
         Ok(Self { queue })
     }
@@ -83,7 +114,7 @@ impl Writer {
     /// rolled back and the rest of the batch is not affected.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+        work: impl FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
@@ -143,8 +174,58 @@ fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-fn run_loop(mut conn: Connection, path: &Path, mut messages: mpsc::UnboundedReceiver<Message>) {
+/// Gives a batch's answers to their callers.
+///
+/// Answering a caller wakes its task. From the writer's thread every wake is a wake-up of a
+/// runtime thread, and where they share a core the woken thread takes it over, handles that
+/// one answer and sleeps again: with an answer at a time, `perf` found a sixth of the
+/// writer's core in those switches (`store-append`, one core). So the answers of a batch go
+/// to a task on the runtime that opened the store in one message, one wake-up per batch, and
+/// that task answers them from inside the runtime, where a wake is a push onto its queue.
+/// Without a runtime (or once it has shut down), the writer answers them itself.
+struct Answerer(Option<mpsc::UnboundedSender<(Vec<Answer>, Option<StoreError>)>>);
+
+impl Answerer {
+    fn spawn() -> Self {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Self(None);
+        };
+        let (batches, mut answering) =
+            mpsc::unbounded_channel::<(Vec<Answer>, Option<StoreError>)>();
+        runtime.spawn(async move {
+            while let Some((answers, failure)) = answering.recv().await {
+                answer_all(answers, failure.as_ref());
+            }
+        });
+        Self(Some(batches))
+    }
+
+    fn answer(&self, answers: Vec<Answer>, failure: Option<StoreError>) {
+        let unsent = match &self.0 {
+            Some(batches) => match batches.send((answers, failure)) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(unsent)) => unsent,
+            },
+            None => (answers, failure),
+        };
+        answer_all(unsent.0, unsent.1.as_ref());
+    }
+}
+
+fn answer_all(answers: Vec<Answer>, failure: Option<&StoreError>) {
+    for answer in answers {
+        answer(failure.map_or(Ok(()), Err));
+    }
+}
+
+fn run_loop(
+    mut conn: Connection,
+    path: &Path,
+    mut messages: mpsc::UnboundedReceiver<Message>,
+    answerer: &Answerer,
+) {
     let mut stop = None;
+    let search = RefCell::new(search::Pending::default());
     while stop.is_none() {
         let Some(first) = messages.blocking_recv() else {
             break;
@@ -156,7 +237,8 @@ fn run_loop(mut conn: Connection, path: &Path, mut messages: mpsc::UnboundedRece
                 break;
             }
         };
-        let (answers, failure) = run_batch(&conn, first, &mut messages, &mut stop);
+        let (answers, failure) = run_batch(&conn, &search, first, &mut messages, &mut stop);
+        search.borrow_mut().clear();
         if !conn.is_autocommit() {
             // A failed batch is rolled back; if that fails too, the connection is suspect
             // (SQLite may count it inside a transaction that never ends): a new one takes
@@ -173,9 +255,7 @@ fn run_loop(mut conn: Connection, path: &Path, mut messages: mpsc::UnboundedRece
                 }
             }
         }
-        for answer in answers {
-            answer(failure.as_ref().map_or(Ok(()), Err));
-        }
+        answerer.answer(answers, failure);
     }
     if let Err((_, err)) = conn.close() {
         tracing::warn!(%err, "closing the store's writer connection");
@@ -189,6 +269,7 @@ fn run_loop(mut conn: Connection, path: &Path, mut messages: mpsc::UnboundedRece
 /// transaction. Returns the answers to give and, if nothing was committed, why.
 fn run_batch(
     conn: &Connection,
+    search: &RefCell<search::Pending>,
     first: Job,
     messages: &mut mpsc::UnboundedReceiver<Message>,
     stop: &mut Option<oneshot::Sender<()>>,
@@ -206,11 +287,13 @@ fn run_batch(
             answers.push(answer);
             return (answers, Some(failed(err)));
         }
-        let (outcome, answer) = job(Some(conn));
+        let mark = search.borrow().mark();
+        let (outcome, answer) = job(Some(&Tx { conn, search }));
         answers.push(answer);
         let ended = match outcome {
             Outcome::Done => exec(conn, "RELEASE job"),
             Outcome::Refused => {
+                search.borrow_mut().drop_since(mark);
                 exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
             }
             Outcome::Outage(err) => return (answers, Some(err)),
@@ -228,6 +311,9 @@ fn run_batch(
                 Err(_) => None,
             };
         }
+    }
+    if let Err(err) = search.borrow_mut().apply(conn) {
+        return (answers, Some(failed(err)));
     }
     match exec(conn, "COMMIT") {
         Ok(()) => (answers, None),
