@@ -43,15 +43,20 @@ impl Kind {
 }
 
 /// Takes the channel's next seq (messages and events share the sequence).
+///
+/// A read and an update rather than `UPDATE … RETURNING`, which builds a temporary table for
+/// its one row: `perf` found that in a sixth of the writer's time under `store-append`.
 pub(crate) fn next_seq(c: &Connection, channel_id: &str) -> Result<i64> {
-    stmt(
-        c,
-        "UPDATE channels SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
-    )?
-    .query_row([channel_id], |row| row.get(0))
-    .optional()
-    .map_err(failed)?
-    .ok_or_else(|| StoreError::Corrupt(format!("no channel {channel_id}")))
+    let last: i64 = stmt(c, "SELECT last_seq FROM channels WHERE id = ?")?
+        .query_row([channel_id], |row| row.get(0))
+        .optional()
+        .map_err(failed)?
+        .ok_or_else(|| StoreError::Corrupt(format!("no channel {channel_id}")))?;
+    let seq = last + 1;
+    stmt(c, "UPDATE channels SET last_seq = ? WHERE id = ?")?
+        .execute(params![seq, channel_id])
+        .map_err(failed)?;
+    Ok(seq)
 }
 
 /// Takes the channel's next seq and records the event under it; returns the seq.
