@@ -2,10 +2,11 @@
 //!
 //! The loop waits on, in order of priority: shutdown (close 1001), a server-side kick
 //! (revocation, logout: its code), answers from the store, the next client frame, the next
-//! delivery from a subscribed channel, and the ping timer. Outgoing frames are fed to the
-//! socket and flushed once per turn of the loop, and a turn takes everything of its kind that
-//! is ready (up to a bound): a burst of deliveries, the answers of one commit, or the frames a
-//! client pipelined cost one write.
+//! delivery from a subscribed channel, and the ping timer. A turn takes everything of its
+//! kind that is ready (up to a bound), and outgoing frames are fed to the socket and flushed
+//! only when a turn finds nothing more ready (the session yields once first, so that the
+//! tasks woken with it add theirs; see [`UNFLUSHED_FRAMES`]): a burst of deliveries, the
+//! answers of one commit, or the frames a client pipelined cost one write.
 //!
 //! Publishes are pipelined: a publish is checked, handed to the store (which takes its
 //! place in line at once) and answered when its commit is done, while the loop goes on
@@ -55,8 +56,20 @@ const REPLAY_PAGE: u32 = 500;
 /// frames while this many are unanswered (announced in `welcome`).
 pub const PUBLISH_WINDOW: usize = 64;
 
-/// Most client frames handled in one turn of the loop, between two flushes.
+/// Most client frames handled in one turn of the loop.
 const INBOUND_BURST: usize = 32;
+
+/// Most frames fed to the socket before it is flushed.
+///
+/// After a turn that fed frames, the session yields once before it flushes: the tasks that
+/// were woken with it run first (the other publishes of the commit that answered this one,
+/// the other publishes that reach a subscriber in the same wave), and what they make ready
+/// is fed in the next turn and goes out in the same write. The flush comes when a turn
+/// finds nothing ready, or once this many frames wait. Without the yield, tokio runs a task
+/// woken by another at once (its LIFO slot), so each answer and each delivery woke the
+/// session alone and cost a `send` of its own: about one per message in the pairs
+/// benchmark (docs/benchmarks.md).
+const UNFLUSHED_FRAMES: u64 = 64;
 
 /// A publish waiting for the store: its reference (`client_msg_id`) and what became of it.
 /// The outcome is boxed: it is large, and the loop's future keeps room for whatever a turn
@@ -355,8 +368,14 @@ impl Session {
             }
         }
         loop {
-            if let Err(end) = self.out.flush().await {
-                return end;
+            // What the last turn fed waits while more is ready, so that it goes out in one
+            // write with what follows: see [`UNFLUSHED_FRAMES`].
+            if self.out.fed >= UNFLUSHED_FRAMES {
+                if let Err(end) = self.out.flush().await {
+                    return end;
+                }
+            } else if self.out.fed > 0 {
+                tokio::task::yield_now().await;
             }
             if self
                 .out
@@ -392,6 +411,8 @@ impl Session {
                 () = expiry(&mut self.gap_deadline), if self.gap_deadline.is_some() => {
                     Box::pin(self.fill_gaps()).await
                 }
+                // Nothing else is ready: write what was fed.
+                () = std::future::ready(()), if self.out.fed > 0 => self.out.flush().await,
                 _ = ping.tick() => {
                     if unanswered_pings >= 2 {
                         tracing::debug!(connection = %self.out.connection.id, "missed two pings");

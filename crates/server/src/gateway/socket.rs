@@ -172,11 +172,21 @@ pub async fn close<S, R, E>(
 
 /// Writes the reply to the peer's Close that tungstenite queued (within `write_timeout`);
 /// the server then closes the TCP connection, as RFC 6455 §7.1.1 prefers.
+///
+/// A frame fed before the Close was read may still wait in the split sink's slot; passing
+/// it on after the peer's Close fails (tungstenite sends no data once the peer has closed),
+/// and a `close` that met that failure first returned before writing the reply, so the
+/// peer saw the connection end without one. Flushing first takes that frame out of the way
+/// (sent if it still can be, dropped if not: the peer has closed and reads no more).
 pub async fn answer_close<S>(sink: &mut S, write_timeout: Duration)
 where
     S: Sink<Message> + Unpin,
 {
-    let _ = tokio::time::timeout(write_timeout, sink.close()).await;
+    let reply = async {
+        let _ = sink.flush().await;
+        let _ = sink.close().await;
+    };
+    let _ = tokio::time::timeout(write_timeout, reply).await;
 }
 
 #[cfg(test)]
