@@ -160,7 +160,12 @@ fn open(path: &Path) -> Result<Connection> {
     )
     .map_err(failed)?;
     // WAL is a property of the file (set when it was created); `synchronous=FULL` makes a
-    // commit durable before it is acknowledged. (A 64 MiB page cache instead of SQLite's
+    // commit durable before it is acknowledged. A savepoint's journal stays in memory
+    // (past 64 KiB SQLite would spill it to a temporary file, 8% of this thread's time in
+    // the pairs benchmark). The WAL is checkpointed at 10,000 pages (40 MiB) instead of
+    // SQLite's 1,000: a checkpoint copies a page once however many commits changed it, and
+    // with small commits spread over many channels checkpoints took a quarter of this
+    // thread's time (docs/benchmarks.md). (A 64 MiB page cache instead of SQLite's
     // 2 MiB was measured: no faster, and the writer then spent 4% of its time truncating
     // the larger cache.)
     conn.execute_batch(
@@ -168,7 +173,8 @@ fn open(path: &Path) -> Result<Connection> {
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
          PRAGMA busy_timeout = 5000;
-         PRAGMA temp_store = MEMORY;",
+         PRAGMA temp_store = MEMORY;
+         PRAGMA wal_autocheckpoint = 10000;",
     )
     .map_err(failed)?;
     conn.set_prepared_statement_cache_capacity(128);
